@@ -1,0 +1,1 @@
+"""Adapters: translate a framework's I/O into core decisions and carry them out."""

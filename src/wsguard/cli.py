@@ -1,0 +1,199 @@
+"""The ``wsguard`` command: ``serve``, ``token`` and ``config init|check``."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import secrets
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from wsguard.config import GuardConfig, env_name, load_config, read_toml
+from wsguard.config_template import CONFIG_TEMPLATE
+from wsguard.core.auth import issue_token
+from wsguard.exceptions import ConfigurationError
+
+_DURATION = re.compile(r"^(\d+)([smhd]?)$")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+MAX_TTL_S = 30 * 86400
+
+
+def parse_duration(text: str) -> int:
+    """``90``, ``90s``, ``15m``, ``12h`` or ``7d`` as seconds.
+
+    Raises:
+        click.BadParameter: for anything else, or zero.
+    """
+    match = _DURATION.match(text.strip())
+    if not match or int(match.group(1)) == 0:
+        raise click.BadParameter(f"{text!r} is not a duration like 90s, 15m, 12h or 7d")
+    return int(match.group(1)) * _UNITS[match.group(2)]
+
+
+def _effective_mode(path: str | None, overrides: dict[str, Any]) -> str:
+    if "mode" in overrides:
+        return str(overrides["mode"])
+    env_mode = os.environ.get(env_name(None, "mode"))
+    if env_mode:
+        return env_mode
+    data = read_toml(path) if path else {}
+    return str(data.get("mode", "development"))
+
+
+def resolve_config(
+    path: str | None, overrides: dict[str, Any] | None = None
+) -> tuple[GuardConfig, bool]:
+    """Load the config; in development mode with no HMAC secret, make one for this run.
+
+    Returns:
+        ``(config, generated)`` where ``generated`` says a random secret was made.
+    """
+    overrides = dict(overrides or {})
+    try:
+        return load_config(path, overrides=overrides), False
+    except ConfigurationError as exc:
+        if exc.setting != "jwt.secret" or _effective_mode(path, overrides) != "development":
+            raise
+    jwt = dict(overrides.get("jwt", {}))
+    jwt["secret"] = secrets.token_urlsafe(32)
+    overrides["jwt"] = jwt
+    return load_config(path, overrides=overrides), True
+
+
+def _fail(exc: ConfigurationError) -> None:
+    click.echo(f"wsguard: configuration error: {exc}", err=True)
+    sys.exit(2)
+
+
+@click.group()
+@click.version_option(package_name="wsguard")
+def main() -> None:
+    """wsguard: a security layer for WebSocket services."""
+
+
+@main.command()
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML config file.")
+@click.option("--host", help="Interface to bind (default from config: 127.0.0.1).")
+@click.option("--port", type=int, help="TCP port (default from config: 8765).")
+def serve(config_path: str | None, host: str | None, port: int | None) -> None:
+    """Run the guarded demo chat server until Ctrl-C or SIGTERM."""
+    server_overrides: dict[str, Any] = {}
+    if host is not None:
+        server_overrides["host"] = host
+    if port is not None:
+        server_overrides["port"] = port
+    try:
+        config, generated = resolve_config(
+            config_path, {"server": server_overrides} if server_overrides else None
+        )
+    except ConfigurationError as exc:
+        _fail(exc)
+        return
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("websockets").setLevel(logging.WARNING)
+    asyncio.run(_serve(config, generated))
+
+
+async def _serve(config: GuardConfig, generated_secret: bool) -> None:
+    from wsguard.adapters.websockets import serve as guarded_serve
+    from wsguard.core.guard import Guard
+    from wsguard.demo import install_demo
+
+    guard = Guard(config)
+    install_demo(guard)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with guarded_serve(guard) as server:
+        bound = server.sockets[0].getsockname()
+        url = f"ws://{bound[0]}:{bound[1]}{config.server.path}"
+        click.echo(f"wsguard {config.mode} server on {url}")
+        if generated_secret:
+            token = issue_token(config.jwt, "demo", ["user"], 3600, guard.clock.now())
+            click.echo("No jwt.secret configured: made a random one for this run.")
+            click.echo(f"Demo token (sub=demo, roles=user, 1 h):\n  {token}")
+            click.echo("Connect from another terminal:")
+            click.echo(
+                '  .venv/bin/python -c "from websockets.sync.client import connect; '
+                f"c = connect('{url}', additional_headers={{'Authorization': 'Bearer {token}'}}); "
+                'print(c.recv())"'
+            )
+        click.echo("Ctrl-C stops it.")
+        await stop.wait()
+        click.echo("Shutting down: closing connections with 1001.")
+        server.close(close_connections=True)
+        await server.wait_closed()
+
+
+@main.command()
+@click.option("--sub", required=True, help="The subject (user id).")
+@click.option("--roles", default="user", show_default=True, help="Comma-separated roles.")
+@click.option("--ttl", default="15m", show_default=True, help="Lifetime: 90s, 15m, 12h, 7d.")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML config file.")
+@click.option(
+    "--private-key",
+    type=click.Path(dir_okay=False, exists=True),
+    help="PEM private key, for RS/ES/EdDSA configs.",
+)
+def token(sub: str, roles: str, ttl: str, config_path: str | None, private_key: str | None) -> None:
+    """Print a token signed with the configured key (WSGUARD_JWT_SECRET or the config)."""
+    seconds = parse_duration(ttl)
+    if seconds > MAX_TTL_S:
+        raise click.BadParameter("at most 30d", param_hint="--ttl")
+    try:
+        config = load_config(config_path)
+        pem = Path(private_key).read_text(encoding="utf-8") if private_key else None
+        role_list = [r.strip() for r in roles.split(",") if r.strip()]
+        from wsguard.core.clock import SystemClock
+
+        click.echo(
+            issue_token(config.jwt, sub, role_list, seconds, SystemClock().now(), private_key=pem)
+        )
+    except ConfigurationError as exc:
+        _fail(exc)
+
+
+@main.group()
+def config() -> None:
+    """Write or check a config file."""
+
+
+@config.command("init")
+@click.argument("path", required=False, type=click.Path(dir_okay=False))
+@click.option("--force", is_flag=True, help="Overwrite an existing file.")
+def config_init(path: str | None, force: bool) -> None:
+    """Write a commented config with the secure defaults (to PATH or stdout)."""
+    if path is None:
+        click.echo(CONFIG_TEMPLATE, nl=False)
+        return
+    target = Path(path)
+    if target.exists() and not force:
+        click.echo(f"wsguard: {path} exists; use --force to overwrite", err=True)
+        sys.exit(1)
+    target.write_text(CONFIG_TEMPLATE, encoding="utf-8")
+    target.chmod(0o600)  # it will hold a secret
+    click.echo(f"wrote {path}")
+
+
+@config.command("check")
+@click.argument("path", type=click.Path(dir_okay=False))
+def config_check(path: str) -> None:
+    """Validate a config file (with WSGUARD_* variables applied)."""
+    try:
+        cfg, generated = resolve_config(path)
+    except ConfigurationError as exc:
+        _fail(exc)
+        return
+    note = " (no jwt.secret: development mode makes one per run)" if generated else ""
+    click.echo(f"{path}: ok, mode={cfg.mode}{note}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,142 @@
+"""What the core decides, as small immutable values; adapters carry them out.
+
+- handshake: :class:`Accept` or :class:`Reject`;
+- message: :class:`Deliver`, :class:`Reply` or :class:`Close`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from wsguard.core.connection import ConnectionPolicy
+    from wsguard.core.session import Session
+    from wsguard.core.types import MessageType
+
+
+@dataclass(frozen=True, slots=True)
+class HandshakeRequest:
+    """An opening handshake, as plain data.
+
+    Attributes:
+        peer: the socket peer's IP address.
+        path: the request path, without the query string.
+        query: the raw query string, without ``?``.
+        headers: ``(name, value)`` pairs with names in lower case, in order.
+        tls: whether the connection is TLS.
+    """
+
+    peer: str
+    path: str
+    query: str
+    headers: tuple[tuple[str, str], ...]
+    tls: bool = False
+
+    def header(self, name: str) -> str | None:
+        """The first value of a header, or None. ``name`` must be lower case."""
+        for key, value in self.headers:
+            if key == name:
+                return value
+        return None
+
+    def header_values(self, name: str) -> Iterator[str]:
+        """Every value of a header, comma-separated lists split. ``name`` in lower case."""
+        for key, value in self.headers:
+            if key == name:
+                for item in value.split(","):
+                    item = item.strip()
+                    if item:
+                        yield item
+
+
+@dataclass(frozen=True, slots=True)
+class Accept:
+    """Upgrade the connection.
+
+    Attributes:
+        policy: the per-connection policy that will judge every message.
+        subprotocol: the subprotocol to answer, if any (never one holding a token).
+        welcome: the first frame to send, already encoded.
+    """
+
+    policy: ConnectionPolicy
+    subprotocol: str | None
+    welcome: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Reject:
+    """Refuse the upgrade with a plain HTTP response.
+
+    Attributes:
+        status: the HTTP status.
+        body: a short fixed text; never the request's content.
+        reason: the detail for the server log and the audit trail.
+        headers: extra headers such as ``Retry-After``.
+    """
+
+    status: int
+    body: str
+    reason: str
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A client message that passed every check; read-only.
+
+    Attributes:
+        type: the registered message type.
+        id: the client's ``id``, echoed on replies, or None.
+        payload: the payload, converted to the type's schema (a frozen struct).
+        session: the session it arrived on.
+    """
+
+    type: str
+    id: str | None
+    payload: Any
+    session: Session
+
+
+@dataclass(frozen=True, slots=True)
+class Deliver:
+    """Hand the message to its handler."""
+
+    message: Message
+    message_type: MessageType
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """Send this frame back; nothing else happens.
+
+    Attributes:
+        frame: the encoded frame.
+        request_id: for errors, the id shared by the client and the server log.
+        detail: for errors, what the server log says; never sent to the client.
+    """
+
+    frame: bytes
+    request_id: str | None = None
+    detail: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Close:
+    """Close the connection.
+
+    Attributes:
+        code: the close code (PROTOCOL.md section 6).
+        reason: a short fixed text.
+        detail: what the server log says.
+    """
+
+    code: int
+    reason: str
+    detail: str = ""
+
+
+MessageDecision = Deliver | Reply | Close
+HandshakeDecision = Accept | Reject

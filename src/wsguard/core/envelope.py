@@ -1,0 +1,152 @@
+"""The client message envelope (PROTOCOL.md section 4).
+
+A text frame holds one UTF-8 JSON object with the keys ``type``, ``id``,
+``payload``, ``csrfToken`` and ``timestamp``, and no others. Duplicate keys at
+any depth are refused (parsers disagree about which one wins, which lets an
+attacker show one value to a filter and another to the handler), and so are
+``NaN``/``Infinity`` and nesting deeper than ``max_depth``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from wsguard.config import MessageConfig
+from wsguard.core.errors import ErrorCode
+from wsguard.core.sanitize import TooDeep, UnsafeValue, clean_tree
+
+ENVELOPE_KEYS = frozenset({"type", "id", "payload", "csrfToken", "timestamp"})
+MESSAGE_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+MAX_CSRF_TOKEN_CHARS = 256
+
+
+class EnvelopeError(Exception):
+    """A frame that is not a valid envelope.
+
+    Attributes:
+        code: the error code for the client.
+        detail: for the server log only.
+        path: for ``INVALID_PAYLOAD``, the failing field's JSON path.
+        message_id: the client's ``id`` when it was valid, to echo.
+    """
+
+    def __init__(
+        self,
+        code: ErrorCode,
+        detail: str,
+        path: str | None = None,
+        message_id: str | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+        self.path = path
+        self.message_id = message_id
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """A decoded envelope; ``payload`` is still untyped here."""
+
+    type: str
+    id: str | None
+    payload: Any
+    csrf_token: str | None
+    timestamp: int | None
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        raise _DuplicateKey
+    return result
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError("non-finite number")
+
+
+_DECODER = json.JSONDecoder(object_pairs_hook=_unique_pairs, parse_constant=_refuse_constant)
+
+
+class EnvelopeDecoder:
+    """Decodes and checks envelopes against :class:`MessageConfig`.
+
+    Args:
+        config: the message limits.
+    """
+
+    def __init__(self, config: MessageConfig) -> None:
+        self._max_depth = config.max_depth
+        self._max_skew_ms = config.max_clock_skew * 1000.0
+
+    def decode(self, text: str, now: float) -> Envelope:
+        """Decode one text frame.
+
+        Args:
+            text: the frame's text.
+            now: the server time in seconds, for the ``timestamp`` check.
+
+        Raises:
+            EnvelopeError: with ``INVALID_MESSAGE`` or ``INVALID_PAYLOAD``.
+        """
+        try:
+            raw = _DECODER.decode(text)
+        except _DuplicateKey:
+            raise EnvelopeError(ErrorCode.INVALID_MESSAGE, "duplicate key") from None
+        except RecursionError:
+            raise EnvelopeError(ErrorCode.INVALID_MESSAGE, "nesting too deep") from None
+        except ValueError:
+            raise EnvelopeError(ErrorCode.INVALID_MESSAGE, "invalid JSON") from None
+        if not isinstance(raw, dict):
+            raise EnvelopeError(ErrorCode.INVALID_MESSAGE, "not a JSON object")
+        message_id = raw.get("id")
+        if not (isinstance(message_id, str) and MESSAGE_ID.fullmatch(message_id)):
+            if message_id is not None:
+                raise EnvelopeError(ErrorCode.INVALID_MESSAGE, "bad id")
+            message_id = None
+        try:
+            obj = clean_tree(raw, self._max_depth)
+        except TooDeep:
+            raise EnvelopeError(
+                ErrorCode.INVALID_MESSAGE, "nesting too deep", None, message_id
+            ) from None
+        except UnsafeValue as exc:
+            if exc.path.startswith("$.payload"):
+                raise EnvelopeError(
+                    ErrorCode.INVALID_PAYLOAD, exc.reason, exc.path, message_id
+                ) from None
+            raise EnvelopeError(ErrorCode.INVALID_MESSAGE, exc.reason, None, message_id) from None
+        if not ENVELOPE_KEYS.issuperset(obj):
+            raise EnvelopeError(
+                ErrorCode.INVALID_MESSAGE, "unknown top-level key", None, message_id
+            )
+        kind = obj.get("type")
+        if not isinstance(kind, str) or not kind:
+            raise EnvelopeError(ErrorCode.INVALID_MESSAGE, "missing type", None, message_id)
+        csrf_token = obj.get("csrfToken")
+        if csrf_token is not None and (
+            not isinstance(csrf_token, str) or len(csrf_token) > MAX_CSRF_TOKEN_CHARS
+        ):
+            raise EnvelopeError(ErrorCode.INVALID_MESSAGE, "bad csrfToken", None, message_id)
+        timestamp = obj.get("timestamp")
+        if timestamp is not None:
+            if type(timestamp) is not int:
+                raise EnvelopeError(ErrorCode.INVALID_MESSAGE, "bad timestamp", None, message_id)
+            if abs(timestamp - now * 1000.0) > self._max_skew_ms:
+                raise EnvelopeError(
+                    ErrorCode.INVALID_MESSAGE, "timestamp out of range", None, message_id
+                )
+        payload = obj.get("payload", {})
+        if not isinstance(payload, dict):
+            raise EnvelopeError(
+                ErrorCode.INVALID_PAYLOAD, "payload not an object", "$.payload", message_id
+            )
+        return Envelope(kind, message_id, payload, csrf_token, timestamp)

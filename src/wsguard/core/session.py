@@ -1,0 +1,52 @@
+"""A live session: who is connected, with which CSRF token, until when."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+
+from wsguard.typing import SessionId, UserId
+
+CSRF_TOKEN_BYTES = 24  # 192 bits from `secrets`; PROTOCOL.md asks for at least 128
+SESSION_ID_BYTES = 16
+
+
+def new_session_id() -> SessionId:
+    return SessionId(secrets.token_urlsafe(SESSION_ID_BYTES))
+
+
+def new_csrf_token() -> str:
+    return secrets.token_urlsafe(CSRF_TOKEN_BYTES)
+
+
+@dataclass(slots=True, eq=False)
+class Session:
+    """One guarded connection's identity and secrets.
+
+    Handlers may read it; only the core changes it (token refresh, CSRF rotation).
+
+    Attributes:
+        id: random session id, sent in the welcome frame.
+        user: the token's ``sub``.
+        roles: the token's roles.
+        peer: the client IP.
+        user_agent: the ``User-Agent`` header, if any.
+        created_at: seconds since the epoch.
+        expires_at: the token's ``exp``.
+        issued_at: the token's ``iat``, if any.
+        token_id: the token's ``jti``, if any.
+    """
+
+    id: SessionId
+    user: UserId
+    roles: frozenset[str]
+    peer: str
+    user_agent: str | None
+    created_at: float
+    expires_at: float
+    issued_at: float | None = None
+    token_id: str | None = None
+    csrf_token: str = field(default_factory=new_csrf_token, repr=False)
+
+    def __repr__(self) -> str:  # never show the CSRF token
+        return f"Session(id={self.id!r}, user={self.user!r}, peer={self.peer!r})"
