@@ -14,10 +14,13 @@ from typing import Any
 
 import click
 
+from wsguard.cli_admin import ban, sessions
+from wsguard.cli_log import log
 from wsguard.config import GuardConfig, env_name, load_config, read_toml
 from wsguard.config_template import CONFIG_TEMPLATE
 from wsguard.core.auth import issue_token
 from wsguard.exceptions import ConfigurationError
+from wsguard.runtime import Runtime, build_runtime
 
 _DURATION = re.compile(r"^(\d+)([smhd]?)$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -81,42 +84,66 @@ def main() -> None:
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML config file.")
 @click.option("--host", help="Interface to bind (default from config: 127.0.0.1).")
 @click.option("--port", type=int, help="TCP port (default from config: 8765).")
-def serve(config_path: str | None, host: str | None, port: int | None) -> None:
+@click.option("--http-port", type=int, help="HTTP API port: tickets, admin, health, metrics.")
+@click.option("--tls-cert", type=click.Path(dir_okay=False), help="PEM certificate: serve wss://.")
+@click.option("--tls-key", type=click.Path(dir_okay=False), help="PEM private key for --tls-cert.")
+def serve(
+    config_path: str | None,
+    host: str | None,
+    port: int | None,
+    http_port: int | None,
+    tls_cert: str | None,
+    tls_key: str | None,
+) -> None:
     """Run the guarded demo chat server until Ctrl-C or SIGTERM."""
-    server_overrides: dict[str, Any] = {}
-    if host is not None:
-        server_overrides["host"] = host
-    if port is not None:
-        server_overrides["port"] = port
+    overrides: dict[str, dict[str, Any]] = {}
+    for section, key, value in (
+        ("server", "host", host),
+        ("server", "port", port),
+        ("server", "http_port", http_port),
+        ("tls", "cert_file", tls_cert),
+        ("tls", "key_file", tls_key),
+    ):
+        if value is not None:
+            overrides.setdefault(section, {})[key] = value
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("websockets").setLevel(logging.WARNING)
     try:
-        config, generated = resolve_config(
-            config_path, {"server": server_overrides} if server_overrides else None
-        )
+        config, generated = resolve_config(config_path, overrides or None)
+        runtime = build_runtime(config)
     except ConfigurationError as exc:
         _fail(exc)
         return
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    logging.getLogger("websockets").setLevel(logging.WARNING)
-    asyncio.run(_serve(config, generated))
+    try:
+        asyncio.run(_serve(runtime, generated))
+    finally:
+        runtime.close()
 
 
-async def _serve(config: GuardConfig, generated_secret: bool) -> None:
+async def _serve(runtime: Runtime, generated_secret: bool) -> None:
     from wsguard.adapters.websockets import serve as guarded_serve
-    from wsguard.core.guard import Guard
     from wsguard.demo import install_demo
 
-    guard = Guard(config)
-    install_demo(guard)
+    config = runtime.guard.config
+    install_demo(runtime.guard)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with guarded_serve(guard) as server:
-        bound = server.sockets[0].getsockname()
-        url = f"ws://{bound[0]}:{bound[1]}{config.server.path}"
+    for note in runtime.notes:
+        click.echo(note)
+    async with guarded_serve(
+        runtime.guard, reputation=runtime.reputation, **runtime.serve_options
+    ) as service:
+        scheme = "wss" if config.tls.enabled else "ws"
+        bound = service.sockets[0].getsockname()
+        url = f"{scheme}://{bound[0]}:{bound[1]}{config.server.path}"
         click.echo(f"wsguard {config.mode} server on {url}")
+        if service.http_port is not None:
+            http_scheme = "https" if config.tls.enabled else "http"
+            click.echo(f"HTTP API on {http_scheme}://{bound[0]}:{service.http_port}")
         if generated_secret:
-            token = issue_token(config.jwt, "demo", ["user"], 3600, guard.clock.now())
+            token = issue_token(config.jwt, "demo", ["user"], 3600, runtime.guard.clock.now())
             click.echo("No jwt.secret configured: made a random one for this run.")
             click.echo(f"Demo token (sub=demo, roles=user, 1 h):\n  {token}")
             click.echo("Connect from another terminal:")
@@ -128,8 +155,6 @@ async def _serve(config: GuardConfig, generated_secret: bool) -> None:
         click.echo("Ctrl-C stops it.")
         await stop.wait()
         click.echo("Shutting down: closing connections with 1001.")
-        server.close(close_connections=True)
-        await server.wait_closed()
 
 
 @main.command()
@@ -193,6 +218,11 @@ def config_check(path: str) -> None:
         return
     note = " (no jwt.secret: development mode makes one per run)" if generated else ""
     click.echo(f"{path}: ok, mode={cfg.mode}{note}")
+
+
+main.add_command(sessions)
+main.add_command(ban)
+main.add_command(log)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -26,7 +26,15 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+from wsguard.audit.config import AuditConfig
+from wsguard.core.anomaly import AnomalyConfig
+from wsguard.core.bans import BanConfig
+from wsguard.core.client_ip import NetworkConfig
+from wsguard.core.ratelimit import RateLimitConfig
+from wsguard.core.registry import SessionConfig
+from wsguard.core.signatures import SignatureConfig
 from wsguard.exceptions import ConfigurationError
+from wsguard.reputation import ReputationConfig
 
 Mode = Literal["development", "production"]
 
@@ -56,6 +64,8 @@ class ServerConfig:
         ping_interval: seconds between server pings.
         ping_timeout: seconds to wait for a pong before closing.
         close_timeout: seconds to wait for the closing handshake.
+        shutdown_timeout: seconds a SIGTERM/SIGINT shutdown may take.
+        http_port: port of the HTTP API (tickets, admin, health, metrics); None: off.
     """
 
     host: str = "127.0.0.1"
@@ -66,13 +76,23 @@ class ServerConfig:
     ping_interval: float = 20.0
     ping_timeout: float = 20.0
     close_timeout: float = 10.0
+    shutdown_timeout: float = 10.0
+    http_port: int | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise ConfigurationError("server.port", "must be between 0 and 65535")
+        if self.http_port is not None and not 0 <= self.http_port <= 65535:
+            raise ConfigurationError("server.http_port", "must be between 0 and 65535")
         if not self.path.startswith("/"):
             raise ConfigurationError("server.path", "must start with '/'")
-        for name in ("open_timeout", "ping_interval", "ping_timeout", "close_timeout"):
+        for name in (
+            "open_timeout",
+            "ping_interval",
+            "ping_timeout",
+            "close_timeout",
+            "shutdown_timeout",
+        ):
             if getattr(self, name) <= 0:
                 raise ConfigurationError(f"server.{name}", "must be a positive number of seconds")
 
@@ -136,15 +156,22 @@ class CredentialsConfig:
     Attributes:
         bearer_header: ``Authorization: Bearer <jwt>``.
         subprotocol: ``wsguard.v1`` with ``wsguard.bearer.<jwt>``.
+        ticket: one-time ``?ticket=`` from ``POST /auth/ticket``.
+        cookie: the name of a cookie holding the JWT; only with a non-empty
+            Origin allow list, and Origin is then always required.
         query_token: ``?token=<jwt>``; off by default since URLs leak into logs.
     """
 
     bearer_header: bool = True
     subprotocol: bool = True
+    ticket: bool = True
+    cookie: str | None = None
     query_token: bool = False
 
     def __post_init__(self) -> None:
-        if not (self.bearer_header or self.subprotocol or self.query_token):
+        if self.cookie is not None and not self.cookie.strip():
+            raise ConfigurationError("credentials.cookie", "must be a cookie name")
+        if not (self.bearer_header or self.subprotocol or self.query_token or self.ticket):
             raise ConfigurationError("credentials", "at least one token source must be on")
 
 
@@ -196,6 +223,27 @@ class MessageConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class TlsConfig:
+    """TLS for ``wss://`` (see docs/tls.md for the exact settings).
+
+    Attributes:
+        cert_file: PEM certificate chain; TLS is on when set.
+        key_file: PEM private key.
+    """
+
+    cert_file: str | None = None
+    key_file: str | None = None
+
+    def __post_init__(self) -> None:
+        if bool(self.cert_file) != bool(self.key_file):
+            raise ConfigurationError("tls", "cert_file and key_file go together")
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.cert_file)
+
+
+@dataclass(frozen=True, kw_only=True)
 class GuardConfig:
     """Everything the guard needs, with secure defaults.
 
@@ -206,22 +254,46 @@ class GuardConfig:
         credentials: see :class:`CredentialsConfig`.
         origins: see :class:`OriginConfig`.
         messages: see :class:`MessageConfig`.
+        admin_token: the admin API credential (a bearer token); the API is off without it.
+        audit_key: the audit log's HMAC key; development mode makes one beside the log.
+        tls, network, rate_limits, bans, anomaly, signatures, reputation, sessions, audit:
+            the other policies; ``network``'s settings are top-level keys.
     """
 
     mode: Mode = "development"
+    admin_token: str | None = field(default=None, repr=False)
+    audit_key: str | None = field(default=None, repr=False)
     server: ServerConfig = field(default_factory=ServerConfig)
     jwt: JwtConfig
     credentials: CredentialsConfig = field(default_factory=CredentialsConfig)
     origins: OriginConfig = field(default_factory=OriginConfig)
     messages: MessageConfig = field(default_factory=MessageConfig)
+    tls: TlsConfig = field(default_factory=TlsConfig)
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    rate_limits: RateLimitConfig = field(default_factory=RateLimitConfig)
+    bans: BanConfig = field(default_factory=BanConfig)
+    anomaly: AnomalyConfig = field(default_factory=AnomalyConfig)
+    signatures: SignatureConfig = field(default_factory=SignatureConfig)
+    reputation: ReputationConfig = field(default_factory=ReputationConfig)
+    sessions: SessionConfig = field(default_factory=SessionConfig)
+    audit: AuditConfig = field(default_factory=AuditConfig)
 
     def __post_init__(self) -> None:
         if self.mode not in ("development", "production"):
             raise ConfigurationError("mode", "must be 'development' or 'production'")
+        if self.credentials.cookie and not self.origins.allowed:
+            raise ConfigurationError(
+                "credentials.cookie",
+                "needs a non-empty origins.allowed (browsers send cookies cross-site)",
+            )
+        if self.admin_token is not None and len(self.admin_token) < 32:
+            raise ConfigurationError("admin_token", "must be at least 32 characters")
 
     def allowed_origins(self) -> frozenset[str]:
         """The effective allow list, normalised; development adds the local origins."""
         origins = {normalize_origin(o) for o in self.origins.allowed}
+        if self.credentials.cookie:  # cookie auth: only the listed origins, never dev extras
+            return frozenset(o for o in origins if o is not None)
         if self.mode == "development":
             port = self.server.port
             origins.add(f"http://localhost:{port}")
@@ -265,8 +337,18 @@ _SECTIONS: dict[str, type[Any]] = {
     "credentials": CredentialsConfig,
     "origins": OriginConfig,
     "messages": MessageConfig,
+    "tls": TlsConfig,
+    "rate_limits": RateLimitConfig,
+    "bans": BanConfig,
+    "anomaly": AnomalyConfig,
+    "signatures": SignatureConfig,
+    "reputation": ReputationConfig,
+    "sessions": SessionConfig,
+    "audit": AuditConfig,
 }
-_TOP_LEVEL = ("mode",)
+# Sections whose settings are written as top-level keys (WSGUARD_EXEMPT_IPS).
+_FLAT_SECTIONS: dict[str, type[Any]] = {"network": NetworkConfig}
+_TOP_LEVEL = ("mode", "admin_token", "audit_key")
 ENV_PREFIX = "WSGUARD_"
 
 
@@ -289,6 +371,17 @@ def _coerce(setting: str, kind: Any, value: Any, from_env: bool) -> Any:
         if value not in allowed:
             raise ConfigurationError(setting, f"must be one of {', '.join(map(repr, allowed))}")
         return value
+    if origin in (Mapping, dict) or kind is Mapping:
+        if from_env:  # "name=1.5,other=2"
+            pairs = [item.partition("=") for item in str(value).split(",") if item.strip()]
+            if any(not sep for _, sep, _ in pairs):
+                raise ConfigurationError(setting, "must be name=value pairs")
+            value = {k.strip(): v.strip() for k, _, v in pairs}
+        if not isinstance(value, Mapping):
+            raise ConfigurationError(setting, "must be a table")
+        args = typing.get_args(kind)
+        item_kind = args[1] if len(args) == 2 else str
+        return {str(k): _coerce(f"{setting}.{k}", item_kind, v, from_env) for k, v in value.items()}
     if origin is tuple:
         if from_env:
             value = [v.strip() for v in str(value).split(",") if v.strip()]
@@ -331,8 +424,9 @@ def _coerce(setting: str, kind: Any, value: Any, from_env: bool) -> Any:
 
 
 def _build_section(
-    name: str, cls: type[Any], table: Mapping[str, Any], env: Mapping[str, str]
+    name: str | None, cls: type[Any], table: Mapping[str, Any], env: Mapping[str, str]
 ) -> Any:
+    """Build one section; ``name`` None for a flat section (top-level keys)."""
     hints = typing.get_type_hints(cls)
     known = {f.name for f in dataclasses.fields(cls)}
     for key in table:
@@ -340,7 +434,7 @@ def _build_section(
             raise ConfigurationError(f"{name}.{key}", "unknown setting")
     values: dict[str, Any] = {}
     for key in known:
-        setting = f"{name}.{key}"
+        setting = f"{name}.{key}" if name else key
         variable = env_name(name, key)
         if variable in env:
             values[key] = _coerce(setting, hints[key], env[variable], from_env=True)
@@ -358,8 +452,9 @@ def config_from_mapping(
         ConfigurationError: naming the first bad setting.
     """
     env = env or {}
+    flat_keys = {f.name for cls in _FLAT_SECTIONS.values() for f in dataclasses.fields(cls)}
     for key in data:
-        if key not in _SECTIONS and key not in _TOP_LEVEL:
+        if key not in _SECTIONS and key not in _TOP_LEVEL and key not in flat_keys:
             raise ConfigurationError(key, "unknown setting")
     hints = typing.get_type_hints(GuardConfig)
     top: dict[str, Any] = {}
@@ -377,6 +472,9 @@ def config_from_mapping(
         if name == "jwt":
             table = _with_public_key_file(table, env)
         sections[name] = _build_section(name, cls, table, env)
+    for name, cls in _FLAT_SECTIONS.items():
+        own = {f.name for f in dataclasses.fields(cls)}
+        sections[name] = _build_section(None, cls, {k: v for k, v in data.items() if k in own}, env)
     return GuardConfig(**top, **sections)
 
 
@@ -430,6 +528,32 @@ def load_config(
 def all_env_names() -> list[str]:
     """Every ``WSGUARD_*`` variable the config reads, for the docs and tests."""
     names = [env_name(None, key) for key in _TOP_LEVEL]
+    for cls in _FLAT_SECTIONS.values():
+        names.extend(env_name(None, f.name) for f in dataclasses.fields(cls))
     for section, cls in _SECTIONS.items():
         names.extend(env_name(section, f.name) for f in dataclasses.fields(cls))
     return names
+
+
+def _public_view(value: Any) -> Any:
+    """A config as plain data with every secret replaced by whether it is set."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        view: dict[str, Any] = {}
+        for f in dataclasses.fields(value):
+            item = getattr(value, f.name)
+            view[f.name] = (item is not None) if not f.repr else _public_view(item)
+        return view
+    if isinstance(value, Mapping):
+        return {str(k): _public_view(v) for k, v in value.items()}
+    if isinstance(value, tuple | list):
+        return [_public_view(v) for v in value]
+    return value
+
+
+def effective_config_hash(config: GuardConfig) -> str:
+    """SHA-256 of the effective config without its secrets, for the audit log."""
+    import hashlib
+    import json
+
+    text = json.dumps(_public_view(config), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()

@@ -1,48 +1,95 @@
-"""The commented config that ``wsguard config init`` writes: the secure defaults."""
+"""The commented config that ``wsguard config init`` writes: the secure defaults.
+
+Generated from the config dataclasses themselves (their defaults and the
+``Attributes:`` part of their docstrings), so that it cannot drift from them.
+"""
 
 from __future__ import annotations
 
-CONFIG_TEMPLATE = """\
+import dataclasses
+import json
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from wsguard import config as cfg
+
+HEADER = """\
 # wsguard configuration. Every setting can also come from the environment:
 # WSGUARD_<KEY> for a top-level key, WSGUARD_<SECTION>_<KEY> for the others
-# (WSGUARD_JWT_SECRET, WSGUARD_SERVER_PORT); lists are comma-separated there.
-# The environment wins over this file; command-line flags win over both.
-
-# "development" allows http://localhost:PORT and http://127.0.0.1:PORT as
-# origins and makes a random JWT secret per run when none is set.
-mode = "development"
-
-[server]
-host = "127.0.0.1"
-port = 8765
-path = "/ws"              # the WebSocket endpoint; other paths get 404
-open_timeout = 10.0       # seconds to complete the opening handshake
-compression = false       # permessage-deflate; the inflated size stays bounded
-ping_interval = 20.0      # seconds between server pings
-ping_timeout = 20.0       # seconds to wait for a pong
-close_timeout = 10.0
-
-[jwt]
-algorithms = ["HS256"]    # never "none"; HMAC and public-key algorithms don't mix
-# secret = "..."          # HS*: at least 32 random bytes; prefer WSGUARD_JWT_SECRET
-# public_key_file = "jwt-public.pem"   # RS*/PS*/ES*/EdDSA
-# issuer = "https://auth.example"      # checked when set
-# audience = "wsguard"                 # checked when set
-leeway = 0.0              # seconds of clock skew on exp/nbf/iat; at most 60
-roles_claim = "roles"     # claim holding a list of role names
-
-[credentials]
-bearer_header = true      # Authorization: Bearer <jwt>
-subprotocol = true        # Sec-WebSocket-Protocol: wsguard.v1, wsguard.bearer.<jwt>
-query_token = false       # ?token=<jwt>: tokens in URLs leak into logs
-
-[origins]
-allowed = []              # exact origins, e.g. ["https://app.example"]
-require = false           # refuse handshakes without an Origin header
-
-[messages]
-max_message_bytes = 65536 # bigger messages close with 1009, compressed or not
-max_depth = 32            # deepest nesting of objects and arrays
-max_clock_skew = 300.0    # seconds a message timestamp may be off
-csrf_exempt = ["health-check", "token_refresh", "ack"]
+# (WSGUARD_JWT_SECRET, WSGUARD_SERVER_PORT); lists are comma-separated there,
+# tables are name=value pairs. The environment wins over this file; command-line
+# flags win over both. Secrets (jwt.secret, admin_token, audit_key) are better
+# kept in the environment than in this file.
 """
+
+_ATTRIBUTE = re.compile(r"^\s{8}(\w+): (.*)$")
+
+
+def _field_docs(cls: type[Any]) -> dict[str, str]:
+    """``name -> first line of its description`` from a Google-style docstring."""
+    docs: dict[str, str] = {}
+    in_attributes = False
+    for line in (cls.__doc__ or "").splitlines():
+        if line.strip() == "Attributes:":
+            in_attributes = True
+            continue
+        if in_attributes:
+            match = _ATTRIBUTE.match(line)
+            if match:
+                docs[match.group(1)] = match.group(2).strip()
+    return docs
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value) if value != float("inf") else "inf"
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, tuple | list):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    if isinstance(value, Mapping):
+        return "{ " + ", ".join(f"{k} = {_toml(v)}" for k, v in value.items()) + " }"
+    raise TypeError(type(value))
+
+
+def _lines(cls: type[Any], instance: Any) -> list[str]:
+    docs = _field_docs(cls)
+    lines: list[str] = []
+    for f in dataclasses.fields(cls):
+        value = getattr(instance, f.name)
+        if dataclasses.is_dataclass(value):
+            continue
+        doc = docs.get(f.name, "")
+        comment = f"  # {doc}" if doc else ""
+        if value is None:
+            lines.append(f"# {f.name} = ...{comment}")
+        else:
+            lines.append(f"{f.name} = {_toml(value)}{comment}")
+    return lines
+
+
+def render_template() -> str:
+    """The commented TOML with every setting at its default."""
+    parts = [HEADER, ""]
+    top = cfg.GuardConfig(jwt=cfg.JwtConfig(secret="x" * 32))
+    parts.extend(_lines(cfg.GuardConfig, top))
+    for cls in cfg._FLAT_SECTIONS.values():
+        parts.extend(_lines(cls, cls()))
+    for name, cls in cfg._SECTIONS.items():
+        instance = getattr(top, name)
+        parts.append("")
+        parts.append(f"[{name}]")
+        section = _lines(cls, instance)
+        if name == "jwt":  # the placeholder secret above is not a default
+            section = [line for line in section if not line.startswith("secret =")]
+            section.insert(
+                1, "# secret = ...  # HS*: at least 32 random bytes; prefer WSGUARD_JWT_SECRET"
+            )
+        parts.extend(section)
+    return "\n".join(parts) + "\n"
+
+
+CONFIG_TEMPLATE = render_template()

@@ -129,7 +129,7 @@ def _free_port() -> int:
         return port
 
 
-def test_serve_runs_the_demo_and_stops_cleanly_on_sigint() -> None:
+def test_serve_runs_the_demo_and_stops_cleanly_on_sigint(tmp_path: Path) -> None:
     """`wsguard serve` (development) prints a working token, serves chat, exits 0 on Ctrl-C."""
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("WSGUARD_")}
@@ -139,6 +139,7 @@ def test_serve_runs_the_demo_and_stops_cleanly_on_sigint() -> None:
         stderr=subprocess.STDOUT,
         text=True,
         env=env,
+        cwd=tmp_path,  # the development audit log and its key go here
     )
     try:
         assert process.stdout is not None

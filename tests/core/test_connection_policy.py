@@ -11,9 +11,10 @@ import pytest
 from wsguard.config import GuardConfig, JwtConfig, MessageConfig, OriginConfig
 from wsguard.core.auth import issue_token
 from wsguard.core.clock import FakeClock
-from wsguard.core.connection import CSRF_GRACE_S, ConnectionPolicy
+from wsguard.core.connection import ConnectionPolicy
 from wsguard.core.decisions import Accept, Close, Deliver, HandshakeRequest, Reject, Reply
 from wsguard.core.guard import Guard
+from wsguard.core.registry import SessionConfig
 from wsguard.core.types import ChatPayload
 from wsguard.exceptions import ConfigurationError
 
@@ -84,7 +85,7 @@ def test_csrf_rotation_grace_edges() -> None:
     old = policy.session.csrf_token
     new = policy.rotate_csrf()
     assert new != old
-    clock.advance(CSRF_GRACE_S)
+    clock.advance(SessionConfig().csrf_grace)
     assert isinstance(policy.receive(_frame(csrf=old)), Deliver)
     clock.advance(0.001)
     assert _code(policy.receive(_frame(csrf=old))) == "CSRF_INVALID"

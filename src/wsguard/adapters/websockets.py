@@ -1,44 +1,52 @@
 """The ``websockets`` (asyncio) server adapter.
 
 It plugs into ``websockets``' own hooks rather than forking its server:
-``process_request`` runs the guard's handshake policy, ``select_subprotocol``
-answers ``wsguard.v1`` (never the token-carrying offer), and the connection
-handler drives :class:`~wsguard.core.connection.ConnectionPolicy` frame by frame.
-``max_size`` is the message limit, so an oversized frame is never buffered
-(close 1009), and ``websockets`` itself closes invalid UTF-8 with 1007.
+``process_request`` runs the guard's handshake policy (and answers wsguard's
+``GET`` endpoints), ``select_subprotocol`` answers ``wsguard.v1`` (never the
+token-carrying offer), ``create_connection`` counts client pings, and the
+connection handler drives :class:`~wsguard.core.connection.ConnectionPolicy`
+frame by frame. ``max_size`` is the message limit, so an oversized frame is
+never buffered (close 1009), and ``websockets`` itself closes invalid UTF-8
+with 1007.
 
 Usage::
 
-    async with serve(guard, "127.0.0.1", 8765) as server:
-        await server.serve_forever()
+    async with serve(guard, "127.0.0.1", 8765) as service:
+        await service.wait_closed()
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 import weakref
 from collections.abc import Sequence
+from types import TracebackType
 from typing import Any
 
 from websockets.asyncio.server import Server, ServerConnection
 from websockets.asyncio.server import serve as websockets_serve
 from websockets.exceptions import ConnectionClosed
+from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
+from websockets.protocol import State
 from websockets.typing import Subprotocol
 
-from wsguard.core.connection import new_request_id
+from wsguard.adapters.http_api import HttpApiServer, HttpRequest
+from wsguard.adapters.routes import Routes
+from wsguard.core.connection import ConnectionPolicy, new_request_id
 from wsguard.core.decisions import Accept, Close, Deliver, HandshakeRequest, Message, Reply
-from wsguard.core.errors import ErrorCode
+from wsguard.core.errors import CLOSE_REASONS, CloseCode, ErrorCode
 from wsguard.core.frames import encode_frame, error_frame
 from wsguard.core.guard import Guard, check_handlers
 from wsguard.core.session import Session
+from wsguard.production import security_headers
+from wsguard.reputation import Reputation
 
 logger = logging.getLogger("wsguard")
 
-SECURITY_HEADERS = (
-    ("Cache-Control", "no-store"),
-    ("X-Content-Type-Options", "nosniff"),
-)
+TICK_S = 1.0  # timers (expiry, lifetime, idle, CSRF rotation, pings) run this often
 
 
 class Context:
@@ -62,7 +70,7 @@ class Context:
 
     @property
     def open(self) -> bool:
-        return self._connection.close_code is None and self._connection.state.name == "OPEN"
+        return self._connection.protocol.state is State.OPEN
 
     async def send(self, kind: str, payload: Any, message_id: str | None = None) -> None:
         """Send a typed frame: ``payload`` is a dict or a msgspec Struct."""
@@ -76,33 +84,86 @@ class Context:
         await self._connection.close(code, reason)
 
 
+class Live:
+    """A registered connection: what the registry's handle points to."""
+
+    __slots__ = ("connection", "context", "ping_sent_at", "pong_waiter", "policy")
+
+    def __init__(
+        self, connection: ServerConnection, policy: ConnectionPolicy, ctx: Context
+    ) -> None:
+        self.connection = connection
+        self.policy = policy
+        self.context = ctx
+        self.ping_sent_at = 0.0
+        self.pong_waiter: asyncio.Future[float] | None = None
+
+
+class GuardedConnection(ServerConnection):
+    """A ``ServerConnection`` that shows client pings to the policy.
+
+    ``websockets`` answers pings inside its protocol and offers no hook for
+    them; ``create_connection`` is its documented escape hatch, and
+    ``process_event`` sees every frame after the pong was queued.
+    """
+
+    policy: ConnectionPolicy | None = None
+
+    def process_event(self, event: Any) -> None:
+        if isinstance(event, Frame) and event.opcode is Opcode.PING and self.policy is not None:
+            close = self.policy.receive_ping()
+            if close is not None:
+                self.protocol.fail(close.code, close.reason)
+        super().process_event(event)
+
+
 class GuardedServer:
     """Wires a :class:`Guard` into ``websockets``' server hooks.
 
     Args:
         guard: the policy; its message types must all have handlers.
+        reputation: the block list and reputation provider, if any.
     """
 
-    def __init__(self, guard: Guard) -> None:
+    def __init__(self, guard: Guard, reputation: Reputation | None = None) -> None:
         check_handlers(guard)
         self.guard = guard
+        self.reputation = reputation
+        self.routes = Routes(self)
+        self._headers = security_headers(guard.config)
         self._accepted: weakref.WeakKeyDictionary[ServerConnection, Accept] = (
             weakref.WeakKeyDictionary()
         )
+        self._closing: set[asyncio.Task[None]] = set()
 
     # Hooks for websockets.
 
-    def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+    async def process_request(
+        self, connection: ServerConnection, request: Request
+    ) -> Response | None:
         """``websockets``' ``process_request`` hook: accept, or answer plain HTTP."""
+        started = time.perf_counter()
         path, _, query = request.path.partition("?")
-        handshake = HandshakeRequest(
-            peer=_peer_ip(connection),
-            path=path,
-            query=query,
-            headers=tuple((k.lower(), v) for k, v in request.headers.raw_items()),
-            tls=connection.transport.get_extra_info("ssl_object") is not None,
-        )
-        decision = self.guard.handshake(handshake)
+        headers = tuple((k.lower(), v) for k, v in request.headers.raw_items())
+        peer = _peer_ip(connection)
+        tls = connection.transport.get_extra_info("ssl_object") is not None
+        if path != self.guard.config.server.path:
+            answer = await self.routes.handle(
+                HttpRequest("GET", path, query, headers, b"", peer, tls)
+            )
+            response = connection.respond(answer.status, answer.body.decode())
+            response.headers["Content-Type"] = answer.content_type
+            for name, value in (*self._headers, *answer.headers):
+                response.headers[name] = value
+            return response
+        handshake = HandshakeRequest(peer=peer, path=path, query=query, headers=headers, tls=tls)
+        reputation_bad = False
+        if self.reputation is not None:
+            ip = self.guard.identity.client_ip(peer, headers)
+            if not self.guard.identity.is_exempt(ip):
+                reputation_bad = await self.reputation.is_bad(ip)
+        decision = self.guard.handshake(handshake, reputation_bad=reputation_bad)
+        self.guard.metrics.handshake_seconds.observe(time.perf_counter() - started)
         if isinstance(decision, Accept):
             self._accepted[connection] = decision
             return None
@@ -110,10 +171,10 @@ class GuardedServer:
             "handshake refused status=%d reason=%s peer=%s",
             decision.status,
             decision.reason,
-            handshake.peer,
+            decision.client_ip or peer,
         )
         response = connection.respond(decision.status, decision.body)
-        for name, value in (*SECURITY_HEADERS, *decision.headers):
+        for name, value in (*self._headers, *decision.headers):
             response.headers[name] = value
         return response
 
@@ -132,19 +193,35 @@ class GuardedServer:
         if accepted is None:  # process_request always stores one; be safe anyway
             await connection.close(1011, "internal error")
             return
+        guard = self.guard
         policy = accepted.policy
         ctx = Context(connection, policy.session)
-        guard = self.guard
+        live = Live(connection, policy, ctx)
+        live.ping_sent_at = guard.clock.now()
+        if isinstance(connection, GuardedConnection):
+            connection.policy = policy
+        if accepted.evict is not None:
+            # evict_oldest: the oldest session of this user makes room (4409).
+            self.close_session(accepted.evict, CloseCode.SESSION_REPLACED, "replaced")
+            guard.sessions.remove(accepted.evict)
+        if not guard.open_session(policy, live):
+            await connection.close(
+                CloseCode.TRY_AGAIN_LATER, CLOSE_REASONS[CloseCode.TRY_AGAIN_LATER]
+            )
+            return
+        observe = guard.metrics.message_pipeline_seconds.observe
         try:
             await connection.send(accepted.welcome, text=True)
             for hook in guard.connect_hooks:
                 await hook(ctx)
             async for frame in connection:
+                started = time.perf_counter()
                 decision = policy.receive(frame)
+                observe(time.perf_counter() - started)
                 if isinstance(decision, Deliver):
                     handler = decision.message_type.handler
                     if handler is not None:
-                        await self._run_handler(handler, ctx, decision.message)
+                        await self._run_handler(handler, connection, ctx, decision.message)
                 elif isinstance(decision, Reply):
                     if decision.request_id is not None:
                         logger.info(
@@ -160,13 +237,16 @@ class GuardedServer:
         except ConnectionClosed:
             pass
         finally:
+            guard.close_session(policy)
             for hook in guard.disconnect_hooks:
                 try:
                     await hook(ctx)
                 except Exception:
                     logger.exception("disconnect hook failed session=%s", policy.session.id)
 
-    async def _run_handler(self, handler: Any, ctx: Context, message: Message) -> None:
+    async def _run_handler(
+        self, handler: Any, connection: ServerConnection, ctx: Context, message: Message
+    ) -> None:
         try:
             await handler(ctx, message)
         except ConnectionClosed:
@@ -180,7 +260,7 @@ class GuardedServer:
                 message.type,
                 message.session.id,
             )
-            await ctx._connection.send(
+            await connection.send(
                 error_frame(ErrorCode.INTERNAL_ERROR, request_id, message.id), text=True
             )
 
@@ -188,33 +268,136 @@ class GuardedServer:
         logger.info(
             "connection closed code=%d detail=%s session=%s", close.code, close.detail, session.id
         )
-        await connection.close(close.code, close.reason)
+        closing = asyncio.ensure_future(connection.close(close.code, close.reason))
+        try:
+            # Discard what the client had already sent (a flood fills the queue),
+            # so that its closing frame is read and the close completes now.
+            async for _ in connection:
+                pass
+        except ConnectionClosed:
+            pass
+        await closing
+
+    # Acting on sessions from outside their handler.
+
+    def _live(self, session_id: str) -> Live | None:
+        found = self.guard.find_session(session_id)
+        if found is None:
+            return None
+        handle = found[1]
+        return handle if isinstance(handle, Live) else None
+
+    def close_session(self, session_id: str, code: CloseCode, detail: str) -> bool:
+        """Close a live session with ``code``, without waiting for the close handshake."""
+        live = self._live(session_id)
+        if live is None:
+            return False
+        live.policy.terminate()
+        logger.info("closing session=%s code=%d detail=%s", session_id, code, detail)
+        task = asyncio.get_running_loop().create_task(
+            live.connection.close(code, CLOSE_REASONS[code])
+        )
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+        return True
+
+    def terminate_session(self, session_id: str, *, actor: str = "admin") -> bool:
+        """Close one session with 4410 and refuse its token until it expires."""
+        live = self._live(session_id)
+        if live is None:
+            return False
+        self.guard.revoke_session(live.policy.session)
+        self.guard.audit("session_terminated", "warning", session=live.policy.session, actor=actor)
+        return self.close_session(session_id, CloseCode.SESSION_TERMINATED, "terminated")
+
+    def terminate_user(self, user: str, *, actor: str = "admin") -> int:
+        """Close every session of ``user`` with 4410; tokens issued until now are refused."""
+        self.guard.revoke_user(user)
+        sessions = self.guard.sessions.by_user(user)
+        for session, _ in sessions:
+            self.guard.audit("session_terminated", "warning", session=session, actor=actor)
+            self.close_session(session.id, CloseCode.SESSION_TERMINATED, "terminated")
+        return len(sessions)
+
+    # Timers.
+
+    async def tick(self) -> None:
+        """Run the timers once: expiry, lifetime, idle, CSRF rotation, keepalive pings."""
+        guard = self.guard
+        now = guard.clock.now()
+        for session_id, what in guard.sessions.due(now):
+            live = self._live(session_id)
+            if live is None:
+                continue
+            if what in ("lifetime", "idle"):
+                self.close_session(session_id, CloseCode.SESSION_TIMEOUT, what)
+            elif what == "expired":
+                self.close_session(session_id, CloseCode.TOKEN_EXPIRED, "token expired")
+            elif what == "expiring":
+                expires_ms = int(live.policy.session.expires_at * 1000)
+                await self._push(live, "token_expiring", {"expiresAt": expires_ms})
+            elif what == "rotate_csrf":
+                token = live.policy.rotate_csrf()
+                guard.sessions.mark_csrf_rotated(live.policy.session.id, now)
+                await self._push(live, "csrf_rotated", {"csrfToken": token})
+        await self._keepalive(now)
+        guard.bans.prune(now)
+        guard.metrics.bans_active.set(len(guard.bans))
+        guard.tickets.prune(now)
+        guard.revocations.prune(now)
+        if self.reputation is not None:
+            await asyncio.to_thread(self.reputation.maybe_reload)
+
+    async def _push(self, live: Live, kind: str, payload: Any) -> None:
+        try:
+            await live.connection.send(encode_frame(kind, payload), text=True)
+        except ConnectionClosed:
+            pass
+
+    async def _keepalive(self, now: float) -> None:
+        server = self.guard.config.server
+        for session in self.guard.sessions.all():
+            live = self._live(session.id)
+            if live is None or live.connection.protocol.state is not State.OPEN:
+                continue
+            waiter = live.pong_waiter
+            if waiter is not None and not waiter.done():
+                if now - live.ping_sent_at >= server.ping_timeout:
+                    live.pong_waiter = None
+                    self.close_session(session.id, CloseCode.SESSION_TIMEOUT, "no pong")
+                continue
+            if now - live.ping_sent_at >= server.ping_interval:
+                live.ping_sent_at = now
+                try:
+                    live.pong_waiter = asyncio.ensure_future(await live.connection.ping())
+                except ConnectionClosed:
+                    live.pong_waiter = None
 
     # Serving.
 
     def serve(self, host: str | None = None, port: int | None = None, **kwargs: Any) -> Server:
         """Build the ``websockets`` server with wsguard's hooks and limits.
 
-        Use it as ``async with guarded.serve(...) as server``. Keyword arguments
-        go to :func:`websockets.asyncio.server.serve` and may override its
-        defaults, except the hooks and ``max_size``.
+        Prefer :func:`serve`, which also runs the timers and the HTTP API.
+        Keyword arguments go to :func:`websockets.asyncio.server.serve` and may
+        override its defaults, except the hooks, ``max_size`` and keepalive.
         """
         config = self.guard.config
         options: dict[str, Any] = {
             "compression": "deflate" if config.server.compression else None,
             "server_header": None,  # no version banner
             "open_timeout": config.server.open_timeout,
-            "ping_interval": config.server.ping_interval,
-            "ping_timeout": config.server.ping_timeout,
             "close_timeout": config.server.close_timeout,
         }
         options.update(kwargs)
         options.update(
             process_request=self.process_request,
             select_subprotocol=self.select_subprotocol,
+            create_connection=GuardedConnection,
             # The inflated size of a compressed message is bounded by this too.
             max_size=config.messages.max_message_bytes,
             origins=None,  # the guard checks Origin itself, with exact matching
+            ping_interval=None,  # wsguard's tick pings, to close with 4408 rather than 1011
         )
         return websockets_serve(
             self.handler,
@@ -224,9 +407,122 @@ class GuardedServer:
         )
 
 
-def serve(guard: Guard, host: str | None = None, port: int | None = None, **kwargs: Any) -> Server:
-    """Serve ``guard`` with ``websockets``; see :meth:`GuardedServer.serve`."""
-    return GuardedServer(guard).serve(host, port, **kwargs)
+class GuardedService:
+    """A running guarded endpoint: the WebSocket server, its timers and the HTTP API.
+
+    Use as ``async with serve(guard, host, port) as service``; leaving the block
+    shuts down: stop accepting, close every connection with 1001, within
+    ``server.shutdown_timeout``.
+    """
+
+    def __init__(
+        self,
+        guarded: GuardedServer,
+        host: str | None,
+        port: int | None,
+        http_port: int | None,
+        kwargs: dict[str, Any],
+    ) -> None:
+        self.guarded = guarded
+        self.guard = guarded.guard
+        self._host = host
+        self._port = port
+        self._http_port = http_port
+        self._kwargs = kwargs
+        self.server: Server | None = None
+        self.http_server: asyncio.Server | None = None
+        self._ticker: asyncio.Task[None] | None = None
+
+    @property
+    def sockets(self) -> Any:
+        assert self.server is not None  # help mypy
+        return self.server.sockets
+
+    @property
+    def port(self) -> int:
+        port: int = self.sockets[0].getsockname()[1]
+        return port
+
+    @property
+    def http_port(self) -> int | None:
+        if self.http_server is None:
+            return None
+        port: int = self.http_server.sockets[0].getsockname()[1]
+        return port
+
+    async def __aenter__(self) -> GuardedService:
+        self.server = await self.guarded.serve(self._host, self._port, **self._kwargs)
+        if self._http_port is not None:
+            host = self.guard.config.server.host if self._host is None else self._host
+            api = HttpApiServer(self.guarded.routes.handle)
+            ssl = self._kwargs.get("ssl")
+            self.http_server = await api.start(host, self._http_port, ssl=ssl)
+        self._ticker = asyncio.get_running_loop().create_task(self._tick_forever())
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.shutdown()
+
+    async def _tick_forever(self) -> None:
+        while True:
+            await asyncio.sleep(TICK_S)
+            try:
+                await self.guarded.tick()
+            except Exception:
+                logger.exception("timer tick failed")
+
+    async def shutdown(self) -> None:
+        """Stop accepting, close every connection with 1001, stop the timers and the API."""
+        self.guard.shutting_down = True
+        if self._ticker is not None:
+            self._ticker.cancel()
+            self._ticker = None
+        if self.http_server is not None:
+            self.http_server.close()
+        if self.server is not None:
+            self.server.close(close_connections=True)
+            try:
+                async with asyncio.timeout(self.guard.config.server.shutdown_timeout):
+                    await self.server.wait_closed()
+            except TimeoutError:
+                logger.error("shutdown deadline passed: aborting the remaining connections")
+                for connection in list(self.server.connections):
+                    connection.transport.abort()
+        if self.http_server is not None:
+            await self.http_server.wait_closed()
+
+    async def wait_closed(self) -> None:
+        assert self.server is not None  # help mypy
+        await self.server.wait_closed()
+
+
+def serve(
+    guard: Guard,
+    host: str | None = None,
+    port: int | None = None,
+    *,
+    http_port: int | None = None,
+    reputation: Reputation | None = None,
+    **kwargs: Any,
+) -> GuardedService:
+    """Serve ``guard`` with ``websockets``, its timers and (with ``http_port``) the HTTP API.
+
+    Args:
+        guard: the policy.
+        host: interface; ``server.host`` from the config by default.
+        port: port; ``server.port`` from the config by default (0: a free one).
+        http_port: port of the HTTP API; ``server.http_port`` by default; None: off.
+        reputation: the block list and reputation provider, if any.
+        kwargs: passed to :func:`websockets.asyncio.server.serve` (``ssl=``...).
+    """
+    if http_port is None:
+        http_port = guard.config.server.http_port
+    return GuardedService(GuardedServer(guard, reputation), host, port, http_port, kwargs)
 
 
 def _peer_ip(connection: ServerConnection) -> str:
@@ -236,4 +532,4 @@ def _peer_ip(connection: ServerConnection) -> str:
     return ""
 
 
-__all__ = ["Context", "GuardedServer", "serve"]
+__all__ = ["Context", "GuardedServer", "GuardedService", "serve"]

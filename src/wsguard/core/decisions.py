@@ -10,6 +10,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from wsguard.typing import SessionId
+
 if TYPE_CHECKING:
     from wsguard.core.connection import ConnectionPolicy
     from wsguard.core.session import Session
@@ -59,11 +61,13 @@ class Accept:
         policy: the per-connection policy that will judge every message.
         subprotocol: the subprotocol to answer, if any (never one holding a token).
         welcome: the first frame to send, already encoded.
+        evict: a session of the same user to close with 4409 (``evict_oldest``).
     """
 
     policy: ConnectionPolicy
     subprotocol: str | None
     welcome: bytes
+    evict: SessionId | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,12 +79,16 @@ class Reject:
         body: a short fixed text; never the request's content.
         reason: the detail for the server log and the audit trail.
         headers: extra headers such as ``Retry-After``.
+        label: a fixed reason name for metrics (``origin``, ``auth``, ...).
+        client_ip: the client IP as resolved through trusted proxies.
     """
 
     status: int
     body: str
     reason: str
     headers: tuple[tuple[str, str], ...] = ()
+    label: str = "other"
+    client_ip: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,6 +6,9 @@ credential, whose signature check is the expensive step.
 
 from __future__ import annotations
 
+import base64
+import json
+from typing import Literal
 from urllib.parse import parse_qsl
 
 from wsguard.config import CredentialsConfig, normalize_origin
@@ -45,12 +48,20 @@ def check_origin(request: HandshakeRequest, allowed: frozenset[str], required: b
         raise OriginRejected("Origin not allowed")
 
 
-def extract_token(request: HandshakeRequest, sources: CredentialsConfig) -> tuple[str, str | None]:
-    """Find the token and the subprotocol to answer.
+CredentialKind = Literal["token", "ticket"]
+
+
+def extract_credential(
+    request: HandshakeRequest, sources: CredentialsConfig
+) -> tuple[CredentialKind, str, str | None]:
+    """Find the credential and the subprotocol to answer.
+
+    Sources are tried in a fixed order: ``Authorization`` header, bearer
+    subprotocol, one-time ``?ticket=``, cookie, then ``?token=`` when enabled.
 
     Returns:
-        ``(token, subprotocol)``; the subprotocol is ``wsguard.v1`` when the client
-        offered it, never the one that carries the token.
+        ``(kind, credential, subprotocol)``; the subprotocol is ``wsguard.v1``
+        when the client offered it, never the one that carries the token.
 
     Raises:
         AuthenticationFailed: no credential from an enabled source, a token in the
@@ -68,7 +79,7 @@ def extract_token(request: HandshakeRequest, sources: CredentialsConfig) -> tupl
             scheme, _, token = authorization.strip().partition(" ")
             if scheme.lower() != "bearer" or not token.strip():
                 raise AuthenticationFailed("malformed Authorization header")
-            return token.strip(), subprotocol
+            return "token", token.strip(), subprotocol
     if sources.subprotocol:
         bearers = [p for p in offered if p.startswith(BEARER_SUBPROTOCOL_PREFIX)]
         if bearers:
@@ -76,7 +87,39 @@ def extract_token(request: HandshakeRequest, sources: CredentialsConfig) -> tupl
                 raise AuthenticationFailed("several bearer subprotocols")
             if subprotocol is None:
                 raise AuthenticationFailed(f"bearer subprotocol without {PROTOCOL_VERSION}")
-            return bearers[0][len(BEARER_SUBPROTOCOL_PREFIX) :], subprotocol
+            return "token", bearers[0][len(BEARER_SUBPROTOCOL_PREFIX) :], subprotocol
+    if sources.ticket and query.get("ticket"):
+        return "ticket", query["ticket"], subprotocol
+    if sources.cookie:
+        value = _cookie(request, sources.cookie)
+        if value:
+            return "token", value, subprotocol
     if sources.query_token and query.get("token"):
-        return query["token"], subprotocol
+        return "token", query["token"], subprotocol
     raise AuthenticationFailed("no credential")
+
+
+def _cookie(request: HandshakeRequest, name: str) -> str | None:
+    for header in (value for key, value in request.headers if key == "cookie"):
+        for part in header.split(";"):
+            key, sep, value = part.strip().partition("=")
+            if sep and key == name:
+                return value.strip().strip('"') or None
+    return None
+
+
+def unverified_subject(request: HandshakeRequest, sources: CredentialsConfig) -> str | None:
+    """The ``sub`` a failed token claims, for credential-stuffing detection only.
+
+    Never trusted for anything else: the signature did not verify.
+    """
+    try:
+        kind, credential, _ = extract_credential(request, sources)
+        if kind != "token":
+            return None
+        segment = credential.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
+    except (AuthenticationFailed, IndexError, ValueError, TypeError):
+        return None
+    subject = claims.get("sub") if isinstance(claims, dict) else None
+    return subject[:256] if isinstance(subject, str) else None

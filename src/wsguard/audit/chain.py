@@ -1,0 +1,218 @@
+"""The HMAC hash chain: how an entry is built, signed and checked.
+
+Theory of operation:
+
+* An entry (a *record*) is a JSON object with the fields :data:`FIELDS`:
+  ``seq`` (1, 2, 3 ...), ``time``, ``event``, ``severity``, ``request_id``,
+  ``session_id``, ``user``, ``client_ip``, ``details``, ``prev_hash`` and
+  ``hash``. ``hash`` is HMAC-SHA256(audit key, canonical JSON of the record
+  without ``hash``), hex; ``prev_hash`` is the previous record's ``hash``, or
+  :data:`GENESIS` (64 zeros) for the first. Canonical JSON is
+  ``json.dumps(sort_keys=True, separators=(",", ":"), ensure_ascii=False)``,
+  UTF-8 encoded. Editing a record breaks its HMAC; deleting, inserting or
+  reordering records breaks the ``seq`` sequence or the ``prev_hash`` links,
+  and nobody without the key can re-sign the rest.
+* Retention deletes the oldest records. What remains starts from an *anchor*:
+  the first kept ``seq`` and its ``prev_hash``, signed as
+  HMAC(key, ``"anchor|<seq>|<prev_hash>"``), so a verifier starts there instead
+  of at seq 1 and a forged or stale anchor is detected.
+* :class:`Chain` holds the position (next seq, previous hash) and turns events
+  into signed records. It is not thread-safe: the writer thread owns it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from wsguard.audit.events import AuditEvent, DetailValue
+from wsguard.exceptions import WSGuardError
+
+__all__ = [
+    "CHECKPOINT",
+    "FIELDS",
+    "GENESIS",
+    "RETENTION",
+    "Anchor",
+    "AuditLogError",
+    "Chain",
+    "Record",
+    "anchor_mac",
+    "canonical",
+    "record_hash",
+    "record_ok",
+]
+
+GENESIS = "0" * 64
+"""The ``prev_hash`` of the very first record."""
+
+CHECKPOINT = "checkpoint"
+"""The event of a signed checkpoint record; details ``{"count": <its seq>}``."""
+
+RETENTION = "retention"
+"""The event of the record written after retention deleted old records."""
+
+FIELDS = frozenset(
+    {
+        "seq",
+        "time",
+        "event",
+        "severity",
+        "request_id",
+        "session_id",
+        "user",
+        "client_ip",
+        "details",
+        "prev_hash",
+        "hash",
+    }
+)
+
+Record = dict[str, Any]
+
+
+class AuditLogError(WSGuardError):
+    """The audit log file cannot be opened or extended (unreadable or tampered)."""
+
+
+def canonical(value: Any) -> str:
+    """The canonical JSON text that is signed and stored."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _mac(key: bytes, text: str) -> str:
+    return hmac.new(key, text.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+def record_hash(key: bytes, record: Record) -> str:
+    """HMAC-SHA256 of ``record`` without its ``hash`` field."""
+    return _mac(key, canonical({k: v for k, v in record.items() if k != "hash"}))
+
+
+def record_ok(key: bytes, record: Record) -> bool:
+    """``record`` has exactly the expected fields and a valid ``hash``."""
+    return (
+        set(record) == FIELDS
+        and isinstance(record["hash"], str)
+        and hmac.compare_digest(record["hash"], record_hash(key, record))
+    )
+
+
+def anchor_mac(key: bytes, seq: int, prev_hash: str) -> str:
+    """The signature of an anchor: HMAC(key, ``"anchor|<seq>|<prev_hash>"``)."""
+    return _mac(key, f"anchor|{seq}|{prev_hash}")
+
+
+@dataclass(frozen=True, slots=True)
+class Anchor:
+    """Where a pruned log starts: its first ``seq`` and that record's ``prev_hash``."""
+
+    seq: int
+    prev_hash: str
+    mac: str
+
+    @classmethod
+    def make(cls, key: bytes, seq: int, prev_hash: str) -> Anchor:
+        """A signed anchor."""
+        return cls(seq, prev_hash, anchor_mac(key, seq, prev_hash))
+
+    def valid(self, key: bytes) -> bool:
+        """The signature matches."""
+        return hmac.compare_digest(self.mac, anchor_mac(key, self.seq, self.prev_hash))
+
+    def to_json(self) -> str:
+        return canonical({"seq": self.seq, "prev_hash": self.prev_hash, "mac": self.mac})
+
+    @classmethod
+    def from_json(cls, text: str) -> Anchor:
+        """Parse :meth:`to_json`'s output.
+
+        Raises:
+            ValueError: when the text is not an anchor.
+        """
+        data = json.loads(text)
+        if not (
+            isinstance(data, dict)
+            and isinstance(data.get("seq"), int)
+            and isinstance(data.get("prev_hash"), str)
+            and isinstance(data.get("mac"), str)
+        ):
+            raise ValueError("not an anchor")
+        return cls(data["seq"], data["prev_hash"], data["mac"])
+
+
+def _text(value: str | None) -> str | None:
+    # A lone surrogate cannot be UTF-8 encoded; never let it stop the writer.
+    if value is None:
+        return None
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "replace").decode("utf-8")
+    return value
+
+
+def _detail(value: object) -> DetailValue:
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    return _text(str(value))
+
+
+class Chain:
+    """The chain's position, and the signing of new records.
+
+    Args:
+        key: the audit key.
+        seq: the last record's seq (0 for an empty log).
+        prev_hash: the last record's hash (:data:`GENESIS` for an empty log).
+        last_event: the last record's event (``None`` for an empty log).
+    """
+
+    def __init__(
+        self, key: bytes, seq: int = 0, prev_hash: str = GENESIS, last_event: str | None = None
+    ) -> None:
+        self.key = key
+        self.seq = seq
+        self.prev_hash = prev_hash
+        self.last_event = last_event
+
+    @property
+    def sealed(self) -> bool:
+        """The last record is a checkpoint (or the log is empty)."""
+        return self.last_event in (None, CHECKPOINT)
+
+    def record(self, event: AuditEvent) -> Record:
+        """Sign ``event`` as the next record and advance the chain."""
+        record: Record = {
+            "seq": self.seq + 1,
+            "time": float(event.time),
+            "event": _text(event.event),
+            "severity": event.severity,
+            "request_id": _text(event.request_id),
+            "session_id": _text(event.session_id),
+            "user": _text(event.user),
+            "client_ip": _text(event.client_ip),
+            "details": {_text(str(k)): _detail(v) for k, v in event.details.items()},
+            "prev_hash": self.prev_hash,
+        }
+        record["hash"] = record_hash(self.key, record)
+        self.seq = record["seq"]
+        self.prev_hash = record["hash"]
+        self.last_event = record["event"]
+        return record
+
+    def checkpoint(self, time: float) -> Record:
+        """Sign a checkpoint record sealing everything before it."""
+        event = AuditEvent(CHECKPOINT, "info", time, details={"count": self.seq + 1})
+        return self.record(event)
+
+    def copy(self) -> Chain:
+        """A copy to build a batch on, committed only once the batch is written."""
+        return Chain(self.key, self.seq, self.prev_hash, self.last_event)
+
+    def adopt(self, other: Chain) -> None:
+        """Take ``other``'s position (after its records were written)."""
+        self.seq, self.prev_hash, self.last_event = other.seq, other.prev_hash, other.last_event
