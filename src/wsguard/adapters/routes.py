@@ -14,6 +14,7 @@ API port, since ``websockets`` parses only ``GET``.
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
 import json
 from typing import TYPE_CHECKING, Any
@@ -22,6 +23,7 @@ from urllib.parse import unquote
 from wsguard.adapters.http_api import HttpRequest, HttpResponse
 from wsguard.core.tickets import TicketsExhausted
 from wsguard.exceptions import AuthenticationFailed
+from wsguard.production import security_headers
 
 if TYPE_CHECKING:
     from wsguard.adapters.websockets import GuardedServer
@@ -52,8 +54,14 @@ class Routes:
     def __init__(self, guarded: GuardedServer) -> None:
         self._guarded = guarded
         self._guard = guarded.guard
+        self._headers = security_headers(guarded.guard.config)
 
     async def handle(self, request: HttpRequest) -> HttpResponse:
+        """Answer one request; every response carries the security headers."""
+        response = self._route(request)
+        return dataclasses.replace(response, headers=(*self._headers, *response.headers))
+
+    def _route(self, request: HttpRequest) -> HttpResponse:
         path, method = request.path, request.method
         if path == "/healthz" and method == "GET":
             return _json(200, {"status": "ok"})

@@ -108,6 +108,15 @@ class GuardedConnection(ServerConnection):
     """
 
     policy: ConnectionPolicy | None = None
+    guarded: GuardedServer | None = None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        # No request at all by the time the socket went: a handshake that never
+        # completed (open_timeout, or a client that vanished). Count it, and
+        # against the peer's attempt budget, so that slow-loris costs a budget.
+        if self.request is None and self.guarded is not None:
+            self.guarded.handshake_dropped(_peer_ip(self))
+        super().connection_lost(exc)
 
     def process_event(self, event: Any) -> None:
         if isinstance(event, Frame) and event.opcode is Opcode.PING and self.policy is not None:
@@ -135,6 +144,7 @@ class GuardedServer:
             weakref.WeakKeyDictionary()
         )
         self._closing: set[asyncio.Task[None]] = set()
+        self._reported_failures = 0
 
     # Hooks for websockets.
 
@@ -153,7 +163,7 @@ class GuardedServer:
             )
             response = connection.respond(answer.status, answer.body.decode())
             response.headers["Content-Type"] = answer.content_type
-            for name, value in (*self._headers, *answer.headers):
+            for name, value in answer.headers:  # the security headers included
                 response.headers[name] = value
             return response
         handshake = HandshakeRequest(peer=peer, path=path, query=query, headers=headers, tls=tls)
@@ -177,6 +187,10 @@ class GuardedServer:
         for name, value in (*self._headers, *decision.headers):
             response.headers[name] = value
         return response
+
+    def handshake_dropped(self, peer: str) -> None:
+        """Count a connection that closed before sending its handshake request."""
+        self.guard.handshake_dropped(peer)
 
     def select_subprotocol(
         self, connection: ServerConnection, subprotocols: Sequence[Subprotocol]
@@ -347,6 +361,20 @@ class GuardedServer:
         guard.revocations.prune(now)
         if self.reputation is not None:
             await asyncio.to_thread(self.reputation.maybe_reload)
+            self._report_reputation()
+
+    def _report_reputation(self) -> None:
+        assert self.reputation is not None  # help mypy
+        metrics = self.guard.metrics
+        state = self.reputation.breaker_state
+        metrics.set_circuit_state(
+            "reputation",
+            "open" if state == "open" else "half_open" if state == "half_open" else "closed",
+        )
+        failures = self.reputation.provider_failures
+        if failures > self._reported_failures:
+            metrics.reputation_provider_failures_total.inc(failures - self._reported_failures)
+            self._reported_failures = failures
 
     async def _push(self, live: Live, kind: str, payload: Any) -> None:
         try:
@@ -393,7 +421,8 @@ class GuardedServer:
         options.update(
             process_request=self.process_request,
             select_subprotocol=self.select_subprotocol,
-            create_connection=GuardedConnection,
+            # A subclass per server, so that its connections report to this one.
+            create_connection=type("GuardedConnection", (GuardedConnection,), {"guarded": self}),
             # The inflated size of a compressed message is bounded by this too.
             max_size=config.messages.max_message_bytes,
             origins=None,  # the guard checks Origin itself, with exact matching

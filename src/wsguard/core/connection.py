@@ -107,6 +107,8 @@ class ConnectionPolicy:
         self._csrf_grace = config.sessions.csrf_grace
         self._previous_csrf: str | None = None
         self._previous_csrf_until = 0.0
+        self._next_rate_audit = 0.0
+        self._restricted = False
         self.closed = False
 
     # Public methods for receiving data.
@@ -270,6 +272,9 @@ class ConnectionPolicy:
         guard.metrics.rate_limit_hits_total.labels(scope="message").inc()
         if self.limiter.should_disconnect:
             return self._abuse("rate limit violations")
+        if now >= self._next_rate_audit:  # one audit line a second, not one per flooded frame
+            self._next_rate_audit = now + 1.0
+            guard.audit("rate_limited", "warning", session=self.session)
         return self._error(
             ErrorCode.RATE_LIMITED,
             "rate limited",

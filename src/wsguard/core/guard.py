@@ -335,6 +335,12 @@ class Guard:
         self.audit("auth_succeeded", session=session)
         return Accept(policy, subprotocol, self.welcome_frame(session), evict)
 
+    def handshake_dropped(self, peer: str) -> None:
+        """A connection closed before its handshake request: count it and charge its IP."""
+        self.metrics.handshake_refusals_total.labels(reason="timeout").inc()
+        if not self.identity.is_exempt(peer):
+            self._attempt(self.identity.rate_key(peer), self.clock.now())
+
     def _attempt(self, key: str, now: float) -> float:
         counter = self._attempts.get(key)
         if counter is None:
