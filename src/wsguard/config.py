@@ -452,6 +452,10 @@ def config_from_mapping(
         ConfigurationError: naming the first bad setting.
     """
     env = env or {}
+    known_variables = set(all_env_names())
+    for variable in sorted(env):
+        if variable.startswith(ENV_PREFIX) and variable not in known_variables:
+            raise ConfigurationError(variable, "unknown WSGUARD_* variable (a typo?)")
     flat_keys = {f.name for cls in _FLAT_SECTIONS.values() for f in dataclasses.fields(cls)}
     for key in data:
         if key not in _SECTIONS and key not in _TOP_LEVEL and key not in flat_keys:

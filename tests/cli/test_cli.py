@@ -182,3 +182,14 @@ def test_serve_runs_the_demo_and_stops_cleanly_on_sigint(tmp_path: Path) -> None
             process.wait()
         if process.stdout is not None:
             process.stdout.close()
+
+
+def test_unknown_wsguard_variable_is_an_error() -> None:
+    """A typo in a WSGUARD_* variable stops the start instead of being ignored."""
+    result = CliRunner().invoke(
+        main,
+        ["token", "--sub", "a"],
+        env={"WSGUARD_JWT_SECRT": SECRET, "WSGUARD_JWT_SECRET": SECRET},
+    )
+    assert result.exit_code == 2
+    assert "WSGUARD_JWT_SECRT" in result.output

@@ -1,0 +1,242 @@
+"""`wsguard serve` as a real process: shutdown, crash safety of the audit log,
+production start checks, and the admin commands talking to it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from wsguard.audit.keys import read_key_file
+from wsguard.audit.verify import verify_file
+from wsguard.cli import main
+from wsguard.config import JwtConfig
+from wsguard.core.auth import issue_token
+
+SECRET = "process-secret-0123456789abcdef0123456789"
+ADMIN = "process-admin-token-0123456789abcdef01"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class Server:
+    def __init__(
+        self, process: subprocess.Popen[str], port: int, http_port: int, folder: Path
+    ) -> None:
+        self.process = process
+        self.port = port
+        self.http_port = http_port
+        self.url = f"ws://127.0.0.1:{port}/ws"
+        self.audit_log = folder / "audit.db"
+
+    def audit_key(self) -> bytes:
+        return read_key_file(str(self.audit_log) + ".key")
+
+    def token(self, sub: str = "alice") -> str:
+        return issue_token(JwtConfig(secret=SECRET), sub, ["user"], 600, time.time())
+
+
+def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WSGUARD_")}
+    env.update(
+        WSGUARD_JWT_SECRET=SECRET,
+        WSGUARD_ADMIN_TOKEN=ADMIN,
+        WSGUARD_AUDIT_PATH=str(tmp_path / "audit.db"),
+        WSGUARD_RATE_LIMITS_HANDSHAKE_ATTEMPTS="100000",
+        WSGUARD_RATE_LIMITS_MAX_CONNECTIONS_PER_IP="1000",
+        **extra,
+    )
+    return env
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    port, http_port = _free_port(), _free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "wsguard.cli", "serve", "--port", str(port)]
+        + ["--http-port", str(http_port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=_env(tmp_path),
+        cwd=tmp_path,
+    )
+    assert process.stdout is not None
+    output = ""
+    deadline = time.monotonic() + 20
+    while "Ctrl-C" not in output and time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            break
+        output += line
+    assert "Ctrl-C" in output, output
+    try:
+        yield Server(process, port, http_port, tmp_path)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        process.stdout.close()
+
+
+async def _open_many(server: Server, count: int) -> list[object]:
+    clients = []
+    for i in range(count):
+        ws = await connect(
+            server.url,
+            additional_headers={"Authorization": f"Bearer {server.token(f'user{i % 10}')}"},
+            open_timeout=5,
+        )
+        await ws.recv()
+        clients.append(ws)
+    return clients
+
+
+async def test_sigterm_with_50_connections_closes_1001_and_exits_0(server: Server) -> None:
+    """SIGTERM: every connection gets 1001, the audit log is sealed, exit 0 within the deadline."""
+    clients = await _open_many(server, 50)
+    started = time.monotonic()
+    server.process.send_signal(signal.SIGTERM)
+    codes = []
+    for ws in clients:
+        with pytest.raises(ConnectionClosed) as info:
+            async with asyncio.timeout(15):
+                await ws.recv()  # type: ignore[attr-defined]
+        assert info.value.rcvd is not None
+        codes.append(info.value.rcvd.code)
+    assert codes == [1001] * 50
+    assert await asyncio.to_thread(server.process.wait, 15) == 0
+    assert time.monotonic() - started < 10
+    result = verify_file(server.audit_log, server.audit_key())
+    assert result.ok and result.sealed, result
+
+
+async def test_sigkill_during_a_refusal_flood_leaves_a_verifiable_log(server: Server) -> None:
+    """Kill -9 while refusals pour in: the log opens and verifies up to its last entry."""
+
+    async def refused() -> None:
+        try:
+            async with connect(server.url, open_timeout=5):
+                pass
+        except (InvalidStatus, OSError, TimeoutError):
+            pass
+
+    async with asyncio.timeout(30):
+        for _ in range(20):
+            await asyncio.gather(*(refused() for _ in range(20)))
+    server.process.kill()
+    server.process.wait()
+    result = verify_file(server.audit_log, server.audit_key(), allow_unsealed=True)
+    assert result.ok, result
+    assert result.count >= 100  # config_loaded plus refusals and their auth failures
+
+
+def test_admin_commands_against_a_running_server(server: Server) -> None:
+    """`wsguard sessions list|kill` and `wsguard ban add|list|remove` over the admin API."""
+
+    async def scenario() -> None:
+        async with connect(
+            server.url, additional_headers={"Authorization": f"Bearer {server.token('zoe')}"}
+        ) as ws:
+            welcome = json.loads(await ws.recv())
+            runner = CliRunner()
+            url = f"http://127.0.0.1:{server.http_port}"
+            env = {"WSGUARD_ADMIN_TOKEN": ADMIN}
+            listed = await asyncio.to_thread(
+                runner.invoke, main, ["sessions", "list", "--url", url, "--json"], env=env
+            )
+            assert listed.exit_code == 0, listed.output
+            sessions = json.loads(listed.output)
+            assert [s["user"] for s in sessions] == ["zoe"]
+            assert sessions[0]["id"] == welcome["payload"]["sessionId"]
+            wrong = await asyncio.to_thread(
+                runner.invoke,
+                main,
+                ["sessions", "list", "--url", url],
+                env={"WSGUARD_ADMIN_TOKEN": "x" * 40},
+            )
+            assert wrong.exit_code == 1
+            killed = await asyncio.to_thread(
+                runner.invoke, main, ["sessions", "kill", sessions[0]["id"], "--url", url], env=env
+            )
+            assert killed.exit_code == 0 and "terminated 1" in killed.output
+            with pytest.raises(ConnectionClosed) as info:
+                await ws.recv()
+            assert info.value.rcvd is not None and info.value.rcvd.code == 4410
+            for args in (
+                ["ban", "add", "ip", "192.0.2.9", "--seconds", "60", "--url", url],
+                ["ban", "list", "--url", url],
+                ["ban", "remove", "ip", "192.0.2.9", "--url", url],
+            ):
+                result = await asyncio.to_thread(runner.invoke, main, args, env=env)
+                assert result.exit_code == 0, (args, result.output)
+                assert "192.0.2.9" in result.output
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize(
+    "env, setting",
+    [
+        ({}, "tls.cert_file"),
+        (
+            {
+                "WSGUARD_TRUSTED_PROXIES": "10.0.0.0/8",
+                "WSGUARD_ORIGINS_ALLOWED": "https://a.example",
+                "WSGUARD_JWT_AUDIENCE": "svc",
+                "WSGUARD_CREDENTIALS_QUERY_TOKEN": "true",
+            },
+            "credentials.query_token",
+        ),
+        ({"WSGUARD_TRUSTED_PROXIES": "10.0.0.0/8", "WSGUARD_JWT_SECRET": "short"}, "jwt.secret"),
+        ({"WSGUARD_TRUSTED_PROXIES": "10.0.0.0/8"}, "origins.allowed"),
+        (
+            {
+                "WSGUARD_TRUSTED_PROXIES": "10.0.0.0/8",
+                "WSGUARD_ORIGINS_ALLOWED": "https://a.example",
+            },
+            "jwt.audience",
+        ),
+        (
+            {
+                "WSGUARD_TRUSTED_PROXIES": "10.0.0.0/8",
+                "WSGUARD_ORIGINS_ALLOWED": "https://a.example",
+                "WSGUARD_JWT_AUDIENCE": "svc",
+                "WSGUARD_AUDIT_ENABLED": "false",
+            },
+            "audit",
+        ),
+    ],
+)
+def test_production_refuses_to_start(tmp_path: Path, env: dict[str, str], setting: str) -> None:
+    """WSGUARD_MODE=production with a protection off: exit 2 and one line naming it."""
+    full = _env(tmp_path, WSGUARD_MODE="production")
+    full.update(env)
+    result = subprocess.run(
+        [sys.executable, "-m", "wsguard.cli", "serve", "--port", str(_free_port())],
+        capture_output=True,
+        text=True,
+        env=full,
+        cwd=tmp_path,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and setting in lines[0], result.stderr
