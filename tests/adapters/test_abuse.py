@@ -316,3 +316,69 @@ async def test_block_list_hot_reload(env_factory: Any, tmp_path: Path) -> None:
         reputation.maybe_reload()
         assert await _status(env, make_token("a"), source="127.0.0.3") == 403
         await env.served()
+
+
+async def test_exempt_ip_skips_ip_budgets_but_not_message_checks(env_factory: Any) -> None:
+    """An exempt monitoring IP is never IP-banned or budgeted; its messages are still checked."""
+    limits = RateLimitConfig(handshake_attempts=2)
+    config = _config(rate_limits=limits, network=NetworkConfig(exempt_ips=("127.0.0.4/32",)))
+    async with env_factory(config) as env:
+        for _ in range(5):  # over the attempt budget of 2
+            assert await _status(env, make_token("monitor"), source="127.0.0.4") == 101
+        ws = await env.connect(make_token("monitor"), source="127.0.0.4")
+        await welcome(ws)
+        bad = json.dumps({"type": "chat", "payload": {"text": "x"}, "csrfToken": "wrong"})
+        await ws.send(bad)
+        assert json.loads(await ws.recv())["payload"]["code"] == "CSRF_INVALID"
+        for _ in range(5):
+            await ws.send(bad)
+        _, code = await _drain_until_closed(ws)
+        assert code == 4429
+        assert env.guard.bans.banned("ip", "127.0.0.4", env.clock.now()) is None
+        assert env.guard.bans.banned("user", "monitor", env.clock.now()) is not None
+        await env.served(source="127.0.0.6")
+
+
+async def test_per_type_budget(env_factory: Any) -> None:
+    """A type declared with 2 per minute: the third gets RATE_LIMITED; a minute later it passes."""
+    async with env_factory() as env:
+        from wsguard.core.types import FileUploadPayload
+
+        async def upload(ctx: Any, message: Any) -> None:
+            await ctx.reply(message, "file_ok", {})
+
+        env.guard.register("file_upload", FileUploadPayload, upload, rate_limit=(2, 60, 2))
+        ws = await env.connect(make_token("uploader"))
+        csrf = (await welcome(ws))["csrfToken"]
+        frame = {"type": "file_upload", "payload": {"name": "a.txt", "size": 1}, "csrfToken": csrf}
+        codes = []
+        for _ in range(3):
+            await ws.send(json.dumps(frame))
+            reply = json.loads(await ws.recv())
+            codes.append(reply["type"] if reply["type"] != "error" else reply["payload"]["code"])
+        assert codes == ["file_ok", "file_ok", "RATE_LIMITED"]
+        env.clock.advance(61)
+        await ws.send(json.dumps(frame))
+        assert json.loads(await ws.recv())["type"] == "file_ok"
+        await ws.close()
+
+
+async def test_silent_connections_are_dropped_and_counted(env_factory: Any) -> None:
+    """Sockets that never send a handshake are dropped at open_timeout and charged to the IP."""
+    from wsguard.config import ServerConfig
+
+    config = _config(
+        server=ServerConfig(open_timeout=0.5), rate_limits=RateLimitConfig(handshake_attempts=3)
+    )
+    async with env_factory(config) as env:
+        writers = []
+        for _ in range(3):
+            _, writer = await asyncio.open_connection("127.0.0.1", env.service.port)
+            writers.append(writer)
+        await asyncio.sleep(1.5)  # past open_timeout: the server dropped them
+        for writer in writers:
+            writer.close()
+        families = env.guard.metrics.render()[0].decode()
+        assert 'wsguard_handshake_refusals_total{reason="timeout"} 3.0' in families
+        assert await _status(env, make_token("slowloris")) == 429
+        await env.served()

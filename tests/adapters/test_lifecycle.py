@@ -10,6 +10,7 @@ import asyncio
 import gc
 import json
 import time
+import tracemalloc
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Callable
@@ -348,18 +349,71 @@ async def test_metrics_scrape_parses(env_factory: Any) -> None:
 
 
 async def test_thousand_cycles_leave_nothing_behind(env_factory: Any) -> None:
-    """After 1,000 connect/disconnect cycles every registry is empty."""
+    """After 1,000 connect/disconnect cycles every registry is empty and memory is back."""
     async with env_factory() as env:
-        for i in range(1000):
-            ws = await env.connect(env.token(f"cycler{i % 7}"))
-            await welcome(ws)
-            await ws.close()
-        async with asyncio.timeout(10):
-            while env.guard.sessions.count():
-                await asyncio.sleep(0.05)
-        gc.collect()
+
+        async def cycles(count: int) -> None:
+            for i in range(count):
+                ws = await env.connect(env.token(f"cycler{i % 7}"))
+                await welcome(ws)
+                await ws.close()
+            async with asyncio.timeout(10):
+                while env.guard.sessions.count():
+                    await asyncio.sleep(0.05)
+            gc.collect()
+
+        await cycles(100)  # warm caches (metrics children, interned strings, ...)
+        tracemalloc.start()
+        try:
+            baseline = tracemalloc.get_traced_memory()[0]
+            await cycles(1000)
+            grown = tracemalloc.get_traced_memory()[0] - baseline
+        finally:
+            tracemalloc.stop()
+        # A leak of even 1 KiB per session would show as 1,000 KiB here.
+        assert grown < 256 * 1024, f"{grown} bytes kept after 1,000 cycles"
         guard = env.guard
         assert guard.sessions.count() == 0 and guard.sessions.users() == 0
         assert guard.connections.total == 0 and len(guard.connections) == 0
         assert len(guard.user_buckets) == 0
         assert len(env.service.guarded._accepted) == 0
+
+
+async def test_absolute_lifetime_and_idle_limit_close_4408(env_factory: Any) -> None:
+    """The idle limit counts application messages only; the lifetime closes whatever happens."""
+    config = _config(sessions=SessionConfig(max_lifetime=3600, idle_timeout=120))
+    async with env_factory(config) as env:
+        idle = await env.connect(env.token("idler", ttl=7200))
+        await welcome(idle)
+        busy = await env.connect(env.token("busy", ttl=7200))
+        csrf = (await welcome(busy))["csrfToken"]
+        for _ in range(1):
+            await env.tick(60)
+            await idle.send(json.dumps({"type": "health-check"}))  # not an application message
+            await idle.recv()
+            await busy.send(
+                json.dumps({"type": "chat", "payload": {"text": "x"}, "csrfToken": csrf})
+            )
+            await busy.recv()
+        await env.tick(61)  # idle for 121 s: over the limit; busy spoke 61 s ago
+        assert await _closed_code(idle) == 4408
+        started = env.clock.now() - 121
+        code = None
+        for _ in range(60):  # keep chatting, minute by minute, until the absolute lifetime
+            try:
+                await busy.send(
+                    json.dumps({"type": "chat", "payload": {"text": "x"}, "csrfToken": csrf})
+                )
+                while True:
+                    frame = json.loads(await busy.recv())
+                    if frame["type"] == "csrf_rotated":
+                        csrf = frame["payload"]["csrfToken"]
+                    elif frame["type"] == "chat":
+                        break
+                await env.tick(60)
+            except ConnectionClosed as exc:
+                assert exc.rcvd is not None
+                code = exc.rcvd.code
+                break
+        assert code == 4408
+        assert env.clock.now() - started >= 3600
