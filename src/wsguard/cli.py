@@ -20,7 +20,9 @@ from wsguard.config import GuardConfig, env_name, load_config, read_toml
 from wsguard.config_template import CONFIG_TEMPLATE
 from wsguard.core.auth import issue_token
 from wsguard.exceptions import ConfigurationError
+from wsguard.production import production_problems
 from wsguard.runtime import Runtime, build_runtime
+from wsguard.tls import server_ssl_context
 
 _DURATION = re.compile(r"^(\d+)([smhd]?)$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -210,12 +212,25 @@ def config_init(path: str | None, force: bool) -> None:
 @config.command("check")
 @click.argument("path", type=click.Path(dir_okay=False))
 def config_check(path: str) -> None:
-    """Validate a config file (with WSGUARD_* variables applied)."""
+    """Validate a config file (with WSGUARD_* variables applied), as `serve` would.
+
+    Also loads the TLS files and lists every production problem, one a line.
+    """
     try:
         cfg, generated = resolve_config(path)
+        if cfg.tls.enabled:
+            assert cfg.tls.cert_file and cfg.tls.key_file  # help mypy
+            server_ssl_context(cfg.tls.cert_file, cfg.tls.key_file)
     except ConfigurationError as exc:
         _fail(exc)
         return
+    problems = production_problems(
+        cfg, tls_enabled=cfg.tls.enabled, audit_enabled=cfg.audit.enabled
+    )
+    if problems:
+        for problem in problems:
+            click.echo(f"wsguard: configuration error: {problem}", err=True)
+        sys.exit(2)
     note = " (no jwt.secret: development mode makes one per run)" if generated else ""
     click.echo(f"{path}: ok, mode={cfg.mode}{note}")
 

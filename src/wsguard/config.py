@@ -436,7 +436,7 @@ def _build_section(
     for key in known:
         setting = f"{name}.{key}" if name else key
         variable = env_name(name, key)
-        if variable in env:
+        if env.get(variable, "") != "":  # an empty variable counts as unset
             values[key] = _coerce(setting, hints[key], env[variable], from_env=True)
         elif key in table:
             values[key] = _coerce(setting, hints[key], table[key], from_env=False)
@@ -464,7 +464,7 @@ def config_from_mapping(
     top: dict[str, Any] = {}
     for key in _TOP_LEVEL:
         variable = env_name(None, key)
-        if variable in env:
+        if env.get(variable, "") != "":  # an empty variable counts as unset
             top[key] = _coerce(key, hints[key], env[variable], from_env=True)
         elif key in data:
             top[key] = _coerce(key, hints[key], data[key], from_env=False)

@@ -193,3 +193,19 @@ def test_unknown_wsguard_variable_is_an_error() -> None:
     )
     assert result.exit_code == 2
     assert "WSGUARD_JWT_SECRT" in result.output
+
+
+def test_config_check_lists_every_production_problem(tmp_path: Path) -> None:
+    """In production, `config check` names each problem on its own line and exits 2."""
+    path = tmp_path / "prod.toml"
+    path.write_text('mode = "production"\n[jwt]\nsecret = "' + "s" * 40 + '"\n')
+    result = CliRunner().invoke(
+        main, ["config", "check", str(path)], env={"WSGUARD_JWT_SECRET": ""}
+    )
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert [line.split(": ")[2] for line in lines] == [
+        "tls.cert_file",
+        "origins.allowed",
+        "jwt.audience",
+    ]

@@ -1,0 +1,376 @@
+"""Network benchmarks: echo and handshakes in alternating rounds, and memory.
+
+The servers run in their own processes (:mod:`benchmarks.servers`); this
+process is the load generator. Each scenario alternates rounds, bare then
+guarded, and reports every round's ratio guarded/bare and the median.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import select
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from benchmarks.common import MARKUP_TEXT, PATH, PLAIN_TEXT, make_token
+from benchmarks.wsclient import RawClient, client_frame, connect
+
+ROOT = Path(__file__).resolve().parent.parent
+KINDS = ("bare", "guarded")
+# A dummy CSRF token of the same length, so that both servers get the same bytes.
+DUMMY_CSRF = "x" * 32
+
+
+class ServerProcess:
+    """A server under test in its own process, driven through its stdin and stdout."""
+
+    def __init__(self, kind: str, log_dir: Path, *extra: str) -> None:
+        self.kind = kind
+        self.log_path = log_dir / f"{kind}-{time.monotonic_ns()}.log"
+        self._log = self.log_path.open("w")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.servers", kind, *extra],
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            text=True,
+        )
+        line = self._read_line(30.0)
+        if not line.startswith("ready "):
+            self.stop()
+            raise RuntimeError(f"{kind} server did not start: {line!r}; see {self.log_path}")
+        self.port = int(line.split()[1])
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def _read_line(self, timeout: float) -> str:
+        stdout = self.proc.stdout
+        assert stdout is not None
+        ready, _, _ = select.select([stdout], [], [], timeout)
+        if not ready:
+            raise TimeoutError(f"{self.kind} server did not answer in {timeout} s")
+        return stdout.readline().strip()
+
+    def cpu(self) -> float:
+        """The server process's CPU time so far, in seconds (all its threads)."""
+        stdin = self.proc.stdin
+        assert stdin is not None
+        stdin.write("cpu\n")
+        stdin.flush()
+        line = self._read_line(10.0)
+        if not line.startswith("cpu "):
+            raise RuntimeError(f"{self.kind} server answered {line!r}")
+        return float(line.split()[1])
+
+    def rss_kib(self) -> int:
+        """VmRSS of the server process, in KiB."""
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        raise RuntimeError("no VmRSS")
+
+    def stop(self) -> None:
+        """Ask the process to quit; kill it if it does not within 10 s."""
+        if self.proc.poll() is None:
+            try:
+                assert self.proc.stdin is not None
+                self.proc.stdin.write("quit\n")
+                self.proc.stdin.flush()
+                self.proc.wait(10)
+            except (OSError, ValueError, subprocess.TimeoutExpired):
+                self.proc.kill()
+                self.proc.wait(5)
+        for stream in (self.proc.stdin, self.proc.stdout):
+            if stream is not None:
+                try:
+                    stream.close()
+                except OSError:
+                    pass
+        self._log.close()
+
+
+class Servers:
+    """The bare and the guarded server; both stopped on exit, even on error."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+        self.by_kind: dict[str, ServerProcess] = {}
+
+    def __enter__(self) -> Servers:
+        try:
+            for kind in KINDS:
+                self.by_kind[kind] = ServerProcess(kind, self.log_dir)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def __getitem__(self, kind: str) -> ServerProcess:
+        return self.by_kind[kind]
+
+    def stop(self) -> None:
+        for server in self.by_kind.values():
+            server.stop()
+
+
+@dataclass
+class Round:
+    kind: str
+    rate: float  # per second
+    server_cpu_s: float
+    client_cpu_s: float
+    seconds: float
+    count: int
+
+
+@dataclass
+class Scenario:
+    name: str
+    rounds: list[Round] = field(default_factory=list)
+
+    def ratios(self) -> list[float]:
+        """guarded/bare for each pair of rounds."""
+        bare = [r.rate for r in self.rounds if r.kind == "bare"]
+        guarded = [r.rate for r in self.rounds if r.kind == "guarded"]
+        return [g / b for b, g in zip(bare, guarded, strict=True) if b > 0]
+
+    def summary(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"ratios": [round(r, 4) for r in self.ratios()]}
+        ratios = self.ratios()
+        out["ratio_median"] = round(statistics.median(ratios), 4) if ratios else None
+        for kind in KINDS:
+            rounds = [r for r in self.rounds if r.kind == kind]
+            count = sum(r.count for r in rounds)
+            out[kind] = {
+                "rates": [round(r.rate, 1) for r in rounds],
+                "rate_median": round(statistics.median(r.rate for r in rounds), 1),
+                "server_cpu_us_per_op": round(sum(r.server_cpu_s for r in rounds) / count * 1e6, 2)
+                if count
+                else None,
+                "server_cpu_util": round(
+                    sum(r.server_cpu_s for r in rounds) / sum(r.seconds for r in rounds), 3
+                ),
+                "loadgen_cpu_util": round(
+                    sum(r.client_cpu_s for r in rounds) / sum(r.seconds for r in rounds), 3
+                ),
+            }
+        return out
+
+
+def _envelope(kind: str, text: str, csrf: str) -> bytes:
+    message = {"type": kind, "id": "m-1", "payload": {"text": text}, "csrfToken": csrf}
+    return json.dumps(message, separators=(",", ":")).encode()
+
+
+async def _open_echo_clients(
+    server: ServerProcess, count: int, message_type: str, text: str
+) -> list[tuple[RawClient, bytes]]:
+    guarded = server.kind == "guarded"
+    clients: list[tuple[RawClient, bytes]] = []
+    for _ in range(count):
+        client, welcome = await connect(server.port, make_token(), path=PATH, welcome=guarded)
+        csrf = json.loads(welcome)["payload"]["csrfToken"] if welcome else DUMMY_CSRF
+        clients.append((client, client_frame(0x1, _envelope(message_type, text, csrf))))
+    return clients
+
+
+async def _echo_round(
+    server: ServerProcess, clients: list[tuple[RawClient, bytes]], seconds: float, warmup: float
+) -> Round:
+    counter = [0]
+
+    def on_echo() -> None:
+        counter[0] += 1
+
+    for client, frame in clients:
+        client.start_echo(frame, on_echo)
+    await asyncio.sleep(warmup)
+    cpu0, client0, count0, t0 = server.cpu(), time.process_time(), counter[0], time.perf_counter()
+    await asyncio.sleep(seconds)
+    count1, t1, client1, cpu1 = counter[0], time.perf_counter(), time.process_time(), server.cpu()
+    for client, _ in clients:
+        client.stop_echo()
+    await asyncio.sleep(0.2)  # let the replies in flight arrive
+    count = count1 - count0
+    return Round(server.kind, count / (t1 - t0), cpu1 - cpu0, client1 - client0, t1 - t0, count)
+
+
+async def echo_scenario(
+    servers: Servers,
+    name: str,
+    clients_per_server: int,
+    markup: bool,
+    rounds: int,
+    seconds: float,
+    log: Callable[[str], None],
+) -> Scenario:
+    """Echo round trips per second, alternating bare and guarded rounds."""
+    message_type, text = ("echo_html", MARKUP_TEXT) if markup else ("echo", PLAIN_TEXT)
+    scenario = Scenario(name)
+    opened = {
+        kind: await _open_echo_clients(servers[kind], clients_per_server, message_type, text)
+        for kind in KINDS
+    }
+    try:
+        for kind in KINDS:  # warm-up, not counted
+            await _echo_round(servers[kind], opened[kind], 0.5, 0.2)
+        for index, kind in itertools.islice(enumerate(itertools.cycle(KINDS)), rounds * 2):
+            result = await _echo_round(servers[kind], opened[kind], seconds, 0.2)
+            scenario.rounds.append(result)
+            log(f"  {name} round {index // 2 + 1} {kind:<7} {result.rate:>9.0f}/s")
+    finally:
+        for clients in opened.values():
+            for client, _ in clients:
+                client.abort()
+    await asyncio.sleep(0.2)
+    return scenario
+
+
+def _reused_token() -> Iterator[str]:
+    return itertools.repeat(make_token())
+
+
+async def _handshake_worker(
+    port: int, welcome: bool, tokens: Iterator[str], deadline: float, counter: list[int]
+) -> None:
+    while time.perf_counter() < deadline:
+        client, _ = await connect(port, next(tokens), path=PATH, welcome=welcome, timeout=10)
+        client.close()
+        try:
+            async with asyncio.timeout(10):
+                await client.closed
+        finally:
+            client.abort()
+        counter[0] += 1
+
+
+async def _handshake_round(
+    server: ServerProcess, workers: int, pools: list[Iterator[str]], seconds: float
+) -> Round:
+    counter = [0]
+    guarded = server.kind == "guarded"
+    cpu0, client0, t0 = server.cpu(), time.process_time(), time.perf_counter()
+    await asyncio.gather(
+        *(
+            _handshake_worker(server.port, guarded, pools[i], t0 + seconds, counter)
+            for i in range(workers)
+        )
+    )
+    t1, client1, cpu1 = time.perf_counter(), time.process_time(), server.cpu()
+    count = counter[0]
+    return Round(server.kind, count / (t1 - t0), cpu1 - cpu0, client1 - client0, t1 - t0, count)
+
+
+class TokenPool:
+    """Fresh tokens made ahead, so that signing them is not timed; then made on demand."""
+
+    def __init__(self, count: int) -> None:
+        self._tokens = [make_token() for _ in range(count)]
+
+    def __iter__(self) -> Iterator[str]:
+        return self
+
+    def __next__(self) -> str:
+        return self._tokens.pop() if self._tokens else make_token()
+
+
+async def handshake_scenario(
+    servers: Servers,
+    name: str,
+    fresh: bool,
+    workers: int,
+    rounds: int,
+    seconds: float,
+    log: Callable[[str], None],
+    expected_rate: float = 1500.0,
+) -> Scenario:
+    """Handshakes (connect, upgrade, welcome, close) per second, alternating rounds.
+
+    ``fresh``: a new token for every handshake; otherwise each worker reuses one.
+    Both servers get the same header; the bare one ignores it.
+    """
+    scenario = Scenario(name)
+    for kind in KINDS:  # warm-up
+        pools = [_reused_token() for _ in range(workers)]
+        await _handshake_round(servers[kind], workers, pools, 0.3)
+    for index, kind in itertools.islice(enumerate(itertools.cycle(KINDS)), rounds * 2):
+        if fresh:
+            per_worker = int(expected_rate * seconds * 1.5 / workers) + 10
+            pools: list[Iterator[str]] = [TokenPool(per_worker) for _ in range(workers)]
+        else:
+            pools = [_reused_token() for _ in range(workers)]
+        result = await _handshake_round(servers[kind], workers, pools, seconds)
+        scenario.rounds.append(result)
+        log(f"  {name} round {index // 2 + 1} {kind:<7} {result.rate:>9.0f}/s")
+    return scenario
+
+
+async def _open_idle(server: ServerProcess, count: int, parallel: int) -> list[RawClient]:
+    token = make_token()
+    guarded = server.kind == "guarded"
+    clients: list[RawClient] = []
+    semaphore = asyncio.Semaphore(parallel)
+
+    async def one() -> None:
+        async with semaphore:
+            client, _ = await connect(server.port, token, path=PATH, welcome=guarded)
+            clients.append(client)
+
+    try:
+        await asyncio.gather(*(one() for _ in range(count)))
+    except BaseException:
+        for client in clients:
+            client.abort()
+        raise
+    return clients
+
+
+async def memory_scenario(
+    log_dir: Path, connections: int, log: Callable[[str], None]
+) -> dict[str, Any]:
+    """RSS growth of fresh servers with ``connections`` idle connections each."""
+    result: dict[str, Any] = {"connections": connections}
+    with Servers(log_dir) as servers:
+        for kind in KINDS:  # warm-up: load the code paths, then let go
+            for client in await _open_idle(servers[kind], 50, 50):
+                client.abort()
+        await asyncio.sleep(1.0)
+        for kind in KINDS:
+            server = servers[kind]
+            before = server.rss_kib()
+            clients = await _open_idle(server, connections, 100)
+            await asyncio.sleep(1.0)
+            after = server.rss_kib()
+            for client in clients:
+                client.abort()
+            per_conn = (after - before) / connections
+            result[kind] = {
+                "rss_before_kib": before,
+                "rss_after_kib": after,
+                "kib_per_conn": per_conn,
+            }
+            log(f"  memory {kind:<7} {before} KiB -> {after} KiB: {per_conn:.2f} KiB/connection")
+            await asyncio.sleep(0.5)
+    extra = result["guarded"]["kib_per_conn"] - result["bare"]["kib_per_conn"]
+    result["kib_per_conn_extra"] = extra
+    return result
