@@ -174,6 +174,9 @@ class Scenario:
                     sum(r.client_cpu_s for r in rounds) / sum(r.seconds for r in rounds), 3
                 ),
             }
+        bare_cpu, guarded_cpu = (out[kind]["server_cpu_us_per_op"] for kind in KINDS)
+        # The same comparison by server CPU per operation: immune to a saturated load generator.
+        out["cpu_ratio"] = round(bare_cpu / guarded_cpu, 4) if bare_cpu and guarded_cpu else None
         return out
 
 

@@ -14,6 +14,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
+
 from wsguard.config import MessageConfig
 from wsguard.core.errors import ErrorCode
 from wsguard.core.sanitize import TooDeep, UnsafeValue, clean_tree
@@ -75,6 +77,33 @@ def _refuse_constant(name: str) -> Any:
 
 _DECODER = json.JSONDecoder(object_pairs_hook=_unique_pairs, parse_constant=_refuse_constant)
 
+# The fast path. A frame that is ASCII, has no backslash (so no escapes), no DEL,
+# none of the prototype-pollution key names and fewer brackets than the depth
+# limit cannot hold a string that sanitization would change or refuse, nor nest
+# too deep. Such a frame is decoded by msgspec in C, and duplicate keys are
+# ruled out by counting: with no escapes, every key is a string followed by
+# ``:``, so the count of ``"`` + optional space + ``:`` in the text is at least
+# the number of keys in the text (a string value starting with ``:`` adds one),
+# while duplicates make the decoded objects hold fewer. Equal counts therefore
+# prove there is no duplicate; any doubt takes the slow path.
+_msgspec_decode = msgspec.json.Decoder().decode
+_KEY_END = re.compile(r'"[ \t\r\n]*:')
+_SLOW_MARKERS = ("\\", "\x7f", "__proto__", "constructor", "prototype")
+
+
+def _count_keys(value: Any) -> int:
+    count = 0
+    if type(value) is dict:
+        count = len(value)
+        for item in value.values():
+            if type(item) is dict or type(item) is list:
+                count += _count_keys(item)
+    elif type(value) is list:
+        for item in value:
+            if type(item) is dict or type(item) is list:
+                count += _count_keys(item)
+    return count
+
 
 class EnvelopeDecoder:
     """Decodes and checks envelopes against :class:`MessageConfig`.
@@ -97,6 +126,9 @@ class EnvelopeDecoder:
         Raises:
             EnvelopeError: with ``INVALID_MESSAGE`` or ``INVALID_PAYLOAD``.
         """
+        fast = self._fast_decode(text)
+        if fast is not None:
+            return self._fields(fast, now)
         try:
             raw = _DECODER.decode(text)
         except _DuplicateKey:
@@ -124,6 +156,34 @@ class EnvelopeDecoder:
                     ErrorCode.INVALID_PAYLOAD, exc.reason, exc.path, message_id
                 ) from None
             raise EnvelopeError(ErrorCode.INVALID_MESSAGE, exc.reason, None, message_id) from None
+        return self._fields(obj, now)
+
+    def _fast_decode(self, text: str) -> dict[str, Any] | None:
+        """Decode a frame that cannot need sanitizing, or None for the slow path."""
+        if not text.isascii():
+            return None
+        for marker in _SLOW_MARKERS:
+            if marker in text:
+                return None
+        if text.count("{") + text.count("[") > self._max_depth:
+            return None
+        try:
+            obj = _msgspec_decode(text)
+        except msgspec.DecodeError:
+            raise EnvelopeError(ErrorCode.INVALID_MESSAGE, "invalid JSON") from None
+        if type(obj) is not dict:
+            raise EnvelopeError(ErrorCode.INVALID_MESSAGE, "not a JSON object")
+        if _count_keys(obj) != len(_KEY_END.findall(text)):
+            return None  # perhaps a duplicate key: let the exact parser decide
+        return obj
+
+    def _fields(self, obj: dict[str, Any], now: float) -> Envelope:
+        """Check the envelope's own keys and build the :class:`Envelope`."""
+        message_id = obj.get("id")
+        if not (type(message_id) is str and MESSAGE_ID.fullmatch(message_id)):
+            if message_id is not None:
+                raise EnvelopeError(ErrorCode.INVALID_MESSAGE, "bad id")
+            message_id = None
         if not ENVELOPE_KEYS.issuperset(obj):
             raise EnvelopeError(
                 ErrorCode.INVALID_MESSAGE, "unknown top-level key", None, message_id
