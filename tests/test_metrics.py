@@ -170,3 +170,31 @@ def test_empty_and_long_values_are_other(bad: str) -> None:
 def test_guarded_labels_require_the_right_names() -> None:
     with pytest.raises(ValueError):
         Metrics().bans_total.labels(reason="ip")
+
+
+def test_fast_histogram_exposition_matches_prometheus_semantics() -> None:
+    """Buckets are cumulative with le bounds; sum and count add up; the parser reads it."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from wsguard.metrics import Metrics
+
+    metrics = Metrics()
+    for value in (0.000001, 0.000004, 0.00002, 5.0):
+        metrics.message_pipeline_seconds.observe(value)
+    body, _ = metrics.render()
+    family = next(
+        f
+        for f in text_string_to_metric_families(body.decode())
+        if f.name == "wsguard_message_pipeline_seconds"
+    )
+    samples = {(s.name, s.labels.get("le")): s.value for s in family.samples}
+    assert samples[("wsguard_message_pipeline_seconds_count", None)] == 4
+    assert samples[("wsguard_message_pipeline_seconds_bucket", "+Inf")] == 4
+    assert abs(samples[("wsguard_message_pipeline_seconds_sum", None)] - 5.000025) < 1e-9
+    finite = sorted(
+        (float(le), v)
+        for (name, le), v in samples.items()
+        if name.endswith("_bucket") and le != "+Inf"
+    )
+    assert all(a[1] <= b[1] for a, b in zip(finite, finite[1:]))  # cumulative
+    assert finite[-1][1] == 3  # 5 s is above every finite bound
