@@ -196,5 +196,5 @@ def test_fast_histogram_exposition_matches_prometheus_semantics() -> None:
         for (name, le), v in samples.items()
         if name.endswith("_bucket") and le != "+Inf"
     )
-    assert all(a[1] <= b[1] for a, b in zip(finite, finite[1:]))  # cumulative
+    assert all(a[1] <= b[1] for a, b in zip(finite, finite[1:], strict=False))  # cumulative
     assert finite[-1][1] == 3  # 5 s is above every finite bound
