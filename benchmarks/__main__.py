@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import platform
+import subprocess
 import sys
 import tempfile
 import time
@@ -27,7 +28,8 @@ from benchmarks import network, pipeline
 from benchmarks.common import raise_nofile
 from benchmarks.redos import worst_case_ms
 
-RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results" / "latest.json"
 LIBRARIES = ("websockets", "msgspec", "nh3", "PyJWT", "wsguard")
 
 
@@ -92,7 +94,26 @@ def machine() -> dict[str, Any]:
         "python_implementation": platform.python_implementation(),
         "versions": {name: _version(name) for name in LIBRARIES},
         "uvloop": _version("uvloop"),
+        "git": _git(),
     }
+
+
+def _git() -> dict[str, Any] | None:
+    """The commit measured, and whether the tree had changes (read-only git calls)."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return {"commit": commit or None, "dirty": bool(status.strip())}
 
 
 async def run_network(
@@ -176,6 +197,9 @@ def table_rows(results: dict[str, Any]) -> list[tuple[str, str, str]]:
     for name, p in results["pipeline"]["paths"].items():
         rows.append((f"pipeline {name} p50 us", f"{p['p50']:.2f}", f"p99 {p['p99']:.2f} us"))
     for name, p in results["pipeline"]["stages"].items():
+        if name == "fast_path_taken":
+            rows.append(("  envelope fast path taken", "-", json.dumps(p)))
+            continue
         rows.append((f"  stage {name} p50 us", f"{p['p50']:.2f}", f"p99 {p['p99']:.2f} us"))
     memory = results["memory"]
     rows.append(
@@ -239,7 +263,7 @@ def timed(name: str, function: Callable[[], Any]) -> Any:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--rounds", type=int, default=5, help="rounds per server (default 5)")
-    parser.add_argument("--seconds", type=float, default=3.0, help="seconds per round")
+    parser.add_argument("--seconds", type=float, default=4.0, help="seconds per round")
     parser.add_argument("--connections", type=int, default=2000, help="idle connections")
     parser.add_argument("--iterations", type=int, default=pipeline.ITERATIONS)
     parser.add_argument("--output", type=Path, default=RESULTS)

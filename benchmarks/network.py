@@ -82,13 +82,13 @@ class ServerProcess:
         raise RuntimeError("no VmRSS")
 
     def stop(self) -> None:
-        """Ask the process to quit; kill it if it does not within 10 s."""
+        """Ask the process to quit; kill it if it does not within 20 s."""
         if self.proc.poll() is None:
             try:
                 assert self.proc.stdin is not None
                 self.proc.stdin.write("quit\n")
                 self.proc.stdin.flush()
-                self.proc.wait(10)
+                self.proc.wait(20)
             except (OSError, ValueError, subprocess.TimeoutExpired):
                 self.proc.kill()
                 self.proc.wait(5)

@@ -351,10 +351,13 @@ async def test_metrics_scrape_parses(env_factory: Any) -> None:
 async def test_thousand_cycles_leave_nothing_behind(env_factory: Any) -> None:
     """After 1,000 connect/disconnect cycles every registry is empty and memory is back."""
     async with env_factory() as env:
+        tokens = [
+            env.token(f"cycler{i}") for i in range(7)
+        ]  # clients reconnect with what they hold
 
         async def cycles(count: int) -> None:
             for i in range(count):
-                ws = await env.connect(env.token(f"cycler{i % 7}"))
+                ws = await env.connect(tokens[i % 7])
                 await welcome(ws)
                 await ws.close()
             async with asyncio.timeout(10):

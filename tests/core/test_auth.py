@@ -621,3 +621,24 @@ def test_issue_token_needs_a_fitting_private_key(rsa_key: rsa.RSAPrivateKey) -> 
             issue_token(config, "i", [], 60, NOW, private_key=bad)
         assert info.value.setting == "private_key"
         assert "PRIVATE KEY" not in str(info.value)
+
+
+def test_verified_cache_honours_expiry_and_never_caches_failures() -> None:
+    """A reconnect with a held token skips the signature check, but not the clock or a bad token."""
+    from wsguard.core.auth import TokenVerifier, issue_token
+    from wsguard.core.clock import FakeClock
+
+    clock = FakeClock()
+    config = JwtConfig(secret="c" * 40)
+    verifier = TokenVerifier(config, clock)
+    token = issue_token(config, "alice", ["user"], 60, clock.now())
+    assert verifier.verify(token).subject == "alice"
+    assert verifier.verify(token).subject == "alice"  # from the cache
+    header, payload, signature = token.split(".")
+    forged = f"{header}.{payload}.{signature[:-2]}AA"
+    for _ in range(2):  # a refused token is not remembered
+        with pytest.raises(AuthenticationFailed, match="signature|malformed"):
+            verifier.verify(forged)
+    clock.advance(61)
+    with pytest.raises(AuthenticationFailed, match="expired"):
+        verifier.verify(token)

@@ -13,9 +13,14 @@ client and may be secrets or log-injection payloads.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
+import json
 import math
 import re
 import secrets
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeAlias
@@ -50,6 +55,24 @@ MIN_RSA_BITS = 2048  # NIST SP 800-131A; PyJWT only warns below it
 # Header and payload must be non-empty; an empty signature is let through the
 # shape check so that an ``alg: none`` token is logged as what it is.
 _COMPACT_JWS = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
+VERIFIED_CACHE_SIZE = 10_000
+"""Verified tokens remembered, so that reconnect storms skip the signature check."""
+
+
+def _header_alg(token: str) -> object:
+    """The ``alg`` of a compact JWS header; None when the header is not a JSON object.
+
+    The token already matched :data:`_COMPACT_JWS`, so the segment is base64url.
+    Decoding it here costs a few microseconds, where ``jwt.get_unverified_header``
+    spends about 40 us re-validating the whole token before PyJWT validates it again.
+    """
+    segment = token[: token.index(".")]
+    try:
+        header = json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
+    except (binascii.Error, ValueError, RecursionError):
+        return None
+    return header.get("alg") if isinstance(header, dict) else None
+
 
 _PublicKey: TypeAlias = RSAPublicKey | EllipticCurvePublicKey | Ed25519PublicKey | Ed448PublicKey
 _PrivateKey: TypeAlias = (
@@ -105,6 +128,11 @@ class TokenVerifier:
         self._allowed = frozenset(config.algorithms)
         self._algorithms = list(config.algorithms)
         self._key: _VerifyKey = _load_verify_key(config)
+        # sha256(token) -> (claims, nbf) of a token whose signature and claims
+        # verified. Times are re-checked against the clock on every hit, and
+        # revocation is checked by the caller after verify(), so a cached token
+        # is never accepted past either. Bounded: the oldest entries go first.
+        self._verified: OrderedDict[bytes, tuple[Claims, float | None]] = OrderedDict()
         # Claims are checked below against the injected clock; PyJWT would read
         # the system clock. The key was size-checked above, so enforcing the
         # minimum length here costs nothing and turns PyJWT's warning into an error.
@@ -136,15 +164,23 @@ class TokenVerifier:
             raise AuthenticationFailed("token too long")
         if _COMPACT_JWS.fullmatch(token) is None:
             raise AuthenticationFailed("malformed token")
+        digest = hashlib.sha256(token.encode()).digest()
+        cached = self._verified.get(digest)
+        if cached is not None:
+            claims, nbf = cached
+            now, leeway = self._clock.now(), self._config.leeway
+            if now > claims.expires_at + leeway:
+                del self._verified[digest]
+                raise AuthenticationFailed("expired")
+            if nbf is not None and now + leeway < nbf:
+                raise AuthenticationFailed("not yet valid")
+            self._verified.move_to_end(digest)
+            return claims
 
         # The allow list is checked on the raw header before PyJWT picks an
         # algorithm: that refuses ``none`` (any case) and HS* tokens aimed at a
         # public-key config before any key is touched.
-        try:
-            header = jwt.get_unverified_header(token)
-        except jwt.PyJWTError:
-            raise AuthenticationFailed("malformed token") from None
-        alg = header.get("alg")
+        alg = _header_alg(token)
         if not isinstance(alg, str) or alg not in self._allowed:
             raise AuthenticationFailed("algorithm not allowed")
 
@@ -161,7 +197,12 @@ class TokenVerifier:
         except jwt.PyJWTError:
             raise AuthenticationFailed("invalid token") from None
 
-        return self._check_claims(payload)
+        claims = self._check_claims(payload)
+        nbf = payload.get("nbf")
+        self._verified[digest] = (claims, float(nbf) if nbf is not None else None)
+        if len(self._verified) > VERIFIED_CACHE_SIZE:
+            self._verified.popitem(last=False)
+        return claims
 
     def _check_claims(self, payload: dict[str, Any]) -> Claims:
         config = self._config
