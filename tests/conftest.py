@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import json
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import Any
 
 import pytest
@@ -103,3 +104,10 @@ async def assert_served(server: LiveServer) -> None:
             "id": "ok-1",
             "payload": {"room": "general", "text": "still here", "from": "legit"},
         }
+
+
+@pytest.fixture(autouse=True)
+def _collect_garbage() -> Iterator[None]:
+    """Collect after each test, so that a leaked socket or file fails the test that leaked it."""
+    yield
+    gc.collect()

@@ -43,6 +43,8 @@ def _call(url: str, token: str, method: str, path: str, body: Any = None) -> tup
         with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:  # noqa: S310
             return response.status, json.loads(response.read() or b"null")
     except urllib.error.HTTPError as exc:
+        body = exc.read()
+        exc.close()  # it holds the response's socket
         if exc.code == 401:
             click.echo("wsguard: the server refused the admin token", err=True)
             sys.exit(1)
@@ -50,7 +52,7 @@ def _call(url: str, token: str, method: str, path: str, body: Any = None) -> tup
             click.echo("wsguard: admin API off (no admin_token configured on the server)", err=True)
             sys.exit(1)
         try:
-            return exc.code, json.loads(exc.read() or b"null")
+            return exc.code, json.loads(body or b"null")
         except ValueError:
             return exc.code, None
     except (urllib.error.URLError, OSError) as exc:

@@ -71,7 +71,8 @@ class Env:
                 raw = resp.read()
                 return resp.status, json.loads(raw) if raw.startswith(b"{") else raw
         except urllib.error.HTTPError as exc:
-            return exc.code, exc.read()
+            with exc:  # it holds the response's socket
+                return exc.code, exc.read()
 
 
 def _config(**kw: Any) -> GuardConfig:

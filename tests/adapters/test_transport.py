@@ -93,7 +93,8 @@ def _get(url: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str
         with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310 (loopback)
             return response.status, dict(response.headers)
     except urllib.error.HTTPError as exc:
-        return exc.code, dict(exc.headers)
+        with exc:  # it holds the response's socket
+            return exc.code, dict(exc.headers)
 
 
 @pytest.mark.parametrize("path", ["/healthz", "/readyz", "/metrics", "/admin/sessions", "/nope"])
