@@ -9,11 +9,13 @@ failed verification, 2 usage (no key, no file).
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,6 +26,7 @@ from wsguard.audit.keys import key_file_for, parse_key_text, read_key_file
 from wsguard.audit.query import report as make_report
 from wsguard.audit.query import show as query_show
 from wsguard.audit.verify import verify_file
+from wsguard.config import read_toml
 from wsguard.exceptions import ConfigurationError
 
 __all__ = ["log"]
@@ -41,12 +44,18 @@ def _duration(text: str) -> float:
 
 
 def _key(path: str, key_file: str | None) -> bytes:
+    """The key from --key-file, WSGUARD_AUDIT_KEY, --config's audit_key, or <FILE>.key."""
+    config_path = click.get_current_context().params.get("config_path")
     try:
         if key_file:
             return read_key_file(key_file)
         env = os.environ.get("WSGUARD_AUDIT_KEY")
         if env:
             return parse_key_text(env)
+        if config_path:
+            configured = read_toml(config_path).get("audit_key")
+            if isinstance(configured, str) and configured:
+                return parse_key_text(configured)
         beside = key_file_for(path)
         if beside.is_file():
             return read_key_file(beside)
@@ -57,9 +66,25 @@ def _key(path: str, key_file: str | None) -> bytes:
     sys.exit(2)
 
 
-_KEY_OPTION = click.option(
+_KEY_FILE_OPTION = click.option(
     "--key-file", type=click.Path(exists=True, dir_okay=False), help="File holding the audit key."
 )
+_CONFIG_OPTION = click.option(
+    "--config",
+    "config_path",
+    type=click.Path(exists=True, dir_okay=False),
+    help="The server's TOML config, for its audit_key.",
+)
+
+
+def _KEY_OPTION(command: Callable[..., None]) -> Callable[..., None]:  # noqa: N802
+    """Both key options; the command ignores ``config_path`` (``_key`` reads it)."""
+
+    def without_config(*args: Any, config_path: str | None = None, **kwargs: Any) -> None:
+        command(*args, **kwargs)
+
+    functools.update_wrapper(without_config, command)
+    return _CONFIG_OPTION(_KEY_FILE_OPTION(without_config))
 
 
 @click.group()
