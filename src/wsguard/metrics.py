@@ -238,6 +238,7 @@ class Metrics:
             MESSAGE_PIPELINE_BUCKETS,
             r,
         )
+        self._message_children: dict[tuple[str, str], Counter] = {}
         self._precreate()
 
     # -- shortcuts for the labelled metrics -------------------------------------
@@ -254,7 +255,12 @@ class Metrics:
                 raw ``type`` of an unregistered message.
             outcome: e.g. ``"ok"``, ``"rejected"``, ``"error"``.
         """
-        self.messages_total.labels(type=type_, outcome=outcome).inc()
+        child = self._message_children.get((type_, outcome))
+        if child is None:  # label lookups cost more than the count itself: cache them
+            child = self.messages_total.labels(type=type_, outcome=outcome)
+            if len(self._message_children) < 4 * DEFAULT_MAX_LABEL_VALUES:
+                self._message_children[(type_, outcome)] = child
+        child.inc()
 
     def rate_limit_hit(self, scope: str) -> None:
         """Count a rate limit hit; ``scope`` e.g. ``"handshake"``, ``"user"``, ``"message"``."""

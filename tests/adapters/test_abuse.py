@@ -382,3 +382,44 @@ async def test_silent_connections_are_dropped_and_counted(env_factory: Any) -> N
         assert 'wsguard_handshake_refusals_total{reason="timeout"} 3.0' in families
         assert await _status(env, make_token("slowloris")) == 429
         await env.served()
+
+
+async def test_ip_score_sums_connections(env_factory: Any) -> None:
+    """Probes spread over two connections still add up on the IP: 4429 and an IP ban."""
+    async with env_factory() as env:
+        bad = json.dumps({"type": "chat", "payload": {"text": "x"}, "csrfToken": "wrong"})
+        first = await env.connect(make_token("spread1"))
+        await welcome(first)
+        for _ in range(3):  # 60 on this connection and on the IP
+            await first.send(bad)
+            await first.recv()
+        second = await env.connect(make_token("spread2"))
+        await welcome(second)
+        await second.send(bad)
+        await second.send(bad)  # IP: 100
+        _, code = await _drain_until_closed(second)
+        assert code == 4429
+        assert env.guard.bans.banned("ip", "127.0.0.1", env.clock.now()) is not None
+        await first.close()
+        await env.served()
+
+
+async def test_ban_escalates_on_repeat(env_factory: Any) -> None:
+    """A second abuse after the first ban ran out is banned twice as long."""
+    async with env_factory() as env:
+        bad = json.dumps({"type": "chat", "payload": {"text": "x"}, "csrfToken": "wrong"})
+        durations = []
+        for _ in range(2):
+            ws = await env.connect(make_token("repeat"))
+            await welcome(ws)
+            for _ in range(8):
+                await ws.send(bad)
+            _, code = await _drain_until_closed(ws)
+            assert code == 4429
+            ban = env.guard.bans.banned("user", "repeat", env.clock.now())
+            assert ban is not None
+            durations.append(round(ban.until - env.clock.now()))
+            env.clock.advance(ban.until - env.clock.now() + 1)  # serve the ban out
+            env.guard.ip_scores.forget("127.0.0.1")
+        assert durations == [60, 120]
+        await env.served()

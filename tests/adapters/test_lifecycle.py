@@ -325,7 +325,12 @@ async def test_metrics_scrape_parses(env_factory: Any) -> None:
     """/metrics is Prometheus text that prometheus_client parses, with live numbers."""
     async with env_factory() as env:
         ws = await env.connect(env.token())
-        await welcome(ws)
+        csrf = (await welcome(ws))["csrfToken"]
+        for token in (csrf, "wrong"):
+            await ws.send(
+                json.dumps({"type": "chat", "payload": {"text": "x"}, "csrfToken": token})
+            )
+            await ws.recv()
         assert await _status(env, None) == 401
         status, raw = await env.request("GET", "/metrics", token=None)
         assert status == 200
@@ -337,6 +342,13 @@ async def test_metrics_scrape_parses(env_factory: Any) -> None:
             if s.name.endswith("_total")
         }
         assert refusals["auth"] == 1
+        messages = {
+            (s.labels["type"], s.labels["outcome"]): s.value
+            for s in families["wsguard_messages"].samples
+            if s.name.endswith("_total")
+        }
+        assert messages[("chat", "delivered")] == 1
+        assert messages[("-", "csrf_invalid")] == 1
         assert "wsguard_message_pipeline_seconds" in families
 
         # Also on the WebSocket port, as a plain GET.

@@ -224,6 +224,7 @@ class GuardedServer:
             )
             return
         observe = guard.metrics.message_pipeline_seconds.observe
+        count = guard.metrics.message
         try:
             await connection.send(accepted.welcome, text=True)
             for hook in guard.connect_hooks:
@@ -233,10 +234,12 @@ class GuardedServer:
                 decision = policy.receive(frame)
                 observe(time.perf_counter() - started)
                 if isinstance(decision, Deliver):
+                    count(decision.message_type.name, "delivered")
                     handler = decision.message_type.handler
                     if handler is not None:
                         await self._run_handler(handler, connection, ctx, decision.message)
                 elif isinstance(decision, Reply):
+                    count(decision.type or "-", decision.outcome)
                     if decision.request_id is not None:
                         logger.info(
                             "message refused request_id=%s session=%s detail=%s",
@@ -246,6 +249,7 @@ class GuardedServer:
                         )
                     await connection.send(decision.frame, text=True)
                 else:
+                    count("-", "closed")
                     await self._close(connection, policy.session, decision)
                     return
         except ConnectionClosed:

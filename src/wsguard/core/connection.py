@@ -173,7 +173,8 @@ class ConnectionPolicy:
                 return Reply(
                     encode_frame(
                         "health-check", {"status": "ok", "serverTime": int(now * 1000)}, envelope.id
-                    )
+                    ),
+                    type="health-check",
                 )
             if isinstance(payload, TokenRefreshPayload):
                 return self._refresh(payload, envelope.id, now)
@@ -247,7 +248,8 @@ class ConnectionPolicy:
                 "token_refreshed",
                 {"expiresAt": int(claims.expires_at * 1000), "csrfToken": csrf},
                 message_id,
-            )
+            ),
+            type="token_refresh",
         )
 
     def _signature_match(
@@ -262,7 +264,7 @@ class ConnectionPolicy:
         if self._refuse_signatures:
             request_id = new_request_id()
             frame = error_frame(ErrorCode.INVALID_PAYLOAD, request_id, message_id, path=path)
-            return Reply(frame, request_id, f"attack signature {category} at {path}")
+            return Reply(frame, request_id, f"attack signature {category} at {path}", "signature")
         return None
 
     # Decisions.
@@ -298,12 +300,19 @@ class ConnectionPolicy:
             self.scorer.record(event, now)
             if self.scorer.level(now) == "disconnect":
                 return self._abuse("anomaly score")
+            if not self.exempt:
+                # The IP's score sums its connections, so that spreading probes
+                # over many connections does not keep each under the threshold.
+                ip_scores = self._guard.ip_scores
+                ip_scores.record(self.rate_key, event, now)
+                if ip_scores.level(self.rate_key, now) == "disconnect":
+                    return self._abuse("IP anomaly score")
         audited = _AUDITED.get(code)
         if audited is not None:
             self._guard.audit(audited, "warning", session=self.session, detail=detail)
         request_id = new_request_id()
         frame = error_frame(code, request_id, message_id, path=path, retry_after_ms=retry_after_ms)
-        return Reply(frame, request_id, detail)
+        return Reply(frame, request_id, detail, code.value.lower())
 
     def _abuse(self, detail: str) -> Close:
         """Close 4429 and ban the user, and the IP unless it is exempt."""

@@ -124,11 +124,15 @@ class Reply:
         frame: the encoded frame.
         request_id: for errors, the id shared by the client and the server log.
         detail: for errors, what the server log says; never sent to the client.
+        outcome: for metrics: ``answered``, or the error code in lower case.
+        type: for metrics: the registered type answered, when known.
     """
 
     frame: bytes
     request_id: str | None = None
     detail: str | None = None
+    outcome: str = "answered"
+    type: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -382,6 +382,9 @@ class Guard:
         if self.stuffing.failure(key, subject, now):
             self.audit("credential_stuffing_suspected", "critical", client_ip=ip)
             self.ban("ip", key, "credential stuffing")
+        elif self.ip_scores.level(key, now) == "disconnect":
+            self.audit("anomaly_disconnect", "critical", client_ip=ip, reason="IP anomaly score")
+            self.ban("ip", key, "IP anomaly score")
 
     # Sessions.
 
