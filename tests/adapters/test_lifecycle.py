@@ -433,3 +433,21 @@ async def test_absolute_lifetime_and_idle_limit_close_4408(env_factory: Any) -> 
                 break
         assert code == 4408
         assert env.clock.now() - started >= 3600
+
+
+async def test_post_and_delete_work_on_the_websocket_port(env_factory: Any) -> None:
+    """Tickets and the admin API answer on the WebSocket port too; upgrades still work."""
+    async with env_factory() as env:
+        env.http = f"http://127.0.0.1:{env.service.port}"  # the WebSocket port
+        status, body = await env.request("POST", "/auth/ticket", token=env.token())
+        assert status == 200
+        async with connect(f"{env.url}?ticket={body['ticket']}", open_timeout=5) as ws:
+            info = await welcome(ws)
+            status, _ = await env.request("DELETE", f"/admin/sessions/{info['sessionId']}")
+            assert status == 200
+            assert await _closed_code(ws) == 4410
+        assert (await env.request("DELETE", "/admin/bans", {"kind": "ip"}))[0] == 400
+        assert (await env.request("POST", "/admin/bans", token=None))[0] == 401
+        assert (await env.request("PUT", "/auth/ticket", token=env.token()))[0] == 405
+        assert b'reason="timeout"' not in env.guard.metrics.render()[0]  # not counted as drops
+        assert await _status(env, env.token("after")) == 101

@@ -1,9 +1,8 @@
 """A minimal HTTP/1.1 server for wsguard's own endpoints.
 
-``websockets`` parses only ``GET`` requests, so the endpoints that need other
-methods (``POST /auth/ticket``, ``POST``/``DELETE`` on ``/admin/...``) are served
-here, on the HTTP API port (``server.http_port``). The ``GET`` endpoints are also
-answered on the WebSocket port through ``process_request``.
+It serves wsguard's routes on the optional HTTP API port (``server.http_port``),
+for example to keep the admin API off the public port. The same routes answer on
+the WebSocket port; :func:`parse_buffered` is shared by both.
 
 One request per connection (``Connection: close``), a bounded head and body, and
 a deadline per request: this server faces the same clients as the WebSocket
@@ -90,6 +89,42 @@ def _parse_head(head: bytes) -> tuple[str, str, tuple[tuple[str, str], ...]] | N
             return None
         headers.append((name.lower(), value.strip()))
     return method.upper(), target, tuple(headers)
+
+
+def parse_buffered(buffer: bytes, peer: str, tls: bool) -> HttpRequest | HttpResponse | None:
+    """Parse a whole request from bytes received so far.
+
+    Returns:
+        The request; an error response for a malformed or oversized one; or None
+        when more bytes are needed.
+    """
+    end = buffer.find(b"\r\n\r\n")
+    if end < 0:
+        if len(buffer) > MAX_HEAD_BYTES:
+            return HttpResponse(431, b"Request Header Fields Too Large\n")
+        return None
+    parsed = _parse_head(buffer[:end])
+    if parsed is None:
+        return HttpResponse(400, b"Bad Request\n")
+    method, target, headers = parsed
+    if any(k == "transfer-encoding" for k, _ in headers):
+        return HttpResponse(411, b"Length Required\n")
+    length_text = next((v for k, v in headers if k == "content-length"), "0")
+    if not length_text.isdigit():
+        return HttpResponse(400, b"Bad Request\n")
+    length = int(length_text)
+    if length > MAX_BODY_BYTES:
+        return HttpResponse(413, b"Payload Too Large\n")
+    body = buffer[end + 4 : end + 4 + length]
+    if len(body) < length:
+        return None
+    path, _, query = target.partition("?")
+    return HttpRequest(method, path, query, headers, bytes(body), peer, tls)
+
+
+def render_response(response: HttpResponse) -> bytes:
+    """The response as bytes on the wire (``Connection: close``)."""
+    return _render(response)
 
 
 class HttpApiServer:

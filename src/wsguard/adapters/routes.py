@@ -8,8 +8,9 @@
   only with ``admin_token`` configured, sent as ``Authorization: Bearer``
   and compared in constant time; 404 when no admin token is set.
 
-The ``GET`` routes answer on the WebSocket port too; the others need the HTTP
-API port, since ``websockets`` parses only ``GET``.
+Every route answers on the WebSocket port (``GET`` through ``process_request``,
+other methods read by :class:`~wsguard.adapters.websockets.GuardedConnection`,
+since ``websockets`` parses only ``GET``) and on the optional HTTP API port.
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ Usage::
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 import weakref
@@ -33,7 +34,13 @@ from websockets.http11 import Request, Response
 from websockets.protocol import State
 from websockets.typing import Subprotocol
 
-from wsguard.adapters.http_api import HttpApiServer, HttpRequest
+from wsguard.adapters.http_api import (
+    HttpApiServer,
+    HttpRequest,
+    HttpResponse,
+    parse_buffered,
+    render_response,
+)
 from wsguard.adapters.routes import Routes
 from wsguard.core.connection import ConnectionPolicy, new_request_id
 from wsguard.core.decisions import Accept, Close, Deliver, HandshakeRequest, Message, Reply
@@ -109,12 +116,55 @@ class GuardedConnection(ServerConnection):
 
     policy: ConnectionPolicy | None = None
     guarded: GuardedServer | None = None
+    # Bytes held until the request line shows the method; then None for a
+    # WebSocket (GET) request, which goes to websockets as usual.
+    _sniffed: bytearray | None = None
+    _plain_http = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._sniffed = bytearray()
+        super().connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        """Route non-GET requests (``POST /auth/ticket``, admin) to wsguard's routes.
+
+        ``websockets`` parses only ``GET``; everything else is read here, with
+        the same bounds as the HTTP API port, and answered on this port.
+        """
+        if self._plain_http:
+            if self._sniffed is not None:  # still reading the request
+                self._sniffed += data
+                self._answer_plain_http()
+            return  # answered: whatever follows is never a WebSocket handshake
+        sniffed = self._sniffed
+        if sniffed is None:
+            super().data_received(data)
+            return
+        sniffed += data
+        if len(sniffed) < 4:
+            return
+        if sniffed[:4] == b"GET ":
+            self._sniffed = None
+            super().data_received(bytes(sniffed))
+            return
+        self._plain_http = True
+        self._answer_plain_http()
+
+    def _answer_plain_http(self) -> None:
+        assert self._sniffed is not None and self.guarded is not None  # help mypy
+        transport = self.transport
+        tls = transport.get_extra_info("ssl_object") is not None
+        parsed = parse_buffered(bytes(self._sniffed), _peer_ip(self), tls)
+        if parsed is None:
+            return
+        self._sniffed = None  # stop buffering; the answer is on its way
+        self.guarded.answer_plain_http(transport, parsed)
 
     def connection_lost(self, exc: Exception | None) -> None:
         # No request at all by the time the socket went: a handshake that never
         # completed (open_timeout, or a client that vanished). Count it, and
         # against the peer's attempt budget, so that slow-loris costs a budget.
-        if self.request is None and self.guarded is not None:
+        if self.request is None and not self._plain_http and self.guarded is not None:
             self.guarded.handshake_dropped(_peer_ip(self))
         super().connection_lost(exc)
 
@@ -187,6 +237,29 @@ class GuardedServer:
         for name, value in (*self._headers, *decision.headers):
             response.headers[name] = value
         return response
+
+    def answer_plain_http(
+        self, transport: asyncio.Transport, parsed: HttpRequest | HttpResponse
+    ) -> None:
+        """Answer a non-GET request read by :class:`GuardedConnection`, then close."""
+
+        async def answer() -> None:
+            try:
+                if isinstance(parsed, HttpRequest):
+                    response = await self.routes.handle(parsed)
+                else:
+                    response = dataclasses.replace(
+                        parsed, headers=(*self._headers, *parsed.headers)
+                    )
+                transport.write(render_response(response))
+            except Exception:
+                logger.exception("HTTP request on the WebSocket port failed")
+            finally:
+                transport.close()
+
+        task = asyncio.get_running_loop().create_task(answer())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     def handshake_dropped(self, peer: str) -> None:
         """Count a connection that closed before sending its handshake request."""
