@@ -14,6 +14,7 @@ from typing import Any
 
 import click
 
+from wsguard.audit.keys import resolve_audit_key
 from wsguard.cli_admin import ban, sessions
 from wsguard.cli_log import log
 from wsguard.config import GuardConfig, env_name, load_config, read_toml
@@ -231,6 +232,11 @@ def config_check(path: str) -> None:
         for problem in problems:
             click.echo(f"wsguard: configuration error: {problem}", err=True)
         sys.exit(2)
+    if cfg.audit.enabled and cfg.mode == "production":
+        try:  # serve would refuse too: production never makes an audit key itself
+            resolve_audit_key(cfg.audit_key, cfg.audit.path, create=False)
+        except ConfigurationError as exc:
+            _fail(exc)
     note = " (no jwt.secret: development mode makes one per run)" if generated else ""
     click.echo(f"{path}: ok, mode={cfg.mode}{note}")
 

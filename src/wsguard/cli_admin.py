@@ -17,7 +17,7 @@ from urllib.parse import quote
 
 import click
 
-DEFAULT_URL = "http://127.0.0.1:8766"
+DEFAULT_URL = "http://127.0.0.1:8765"  # the WebSocket port answers the admin API too
 TIMEOUT_S = 10.0
 
 

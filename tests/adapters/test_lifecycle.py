@@ -90,11 +90,13 @@ def _config(**kw: Any) -> GuardConfig:
 @pytest.fixture
 def env_factory() -> Callable[..., Any]:
     @asynccontextmanager
-    async def factory(config: GuardConfig | None = None) -> AsyncIterator[Env]:
+    async def factory(
+        config: GuardConfig | None = None, http_port: int | None = 0
+    ) -> AsyncIterator[Env]:
         clock = FakeClock(start=time.time())
         guard = Guard(config or _config(), clock=clock)
         install_demo(guard)
-        async with serve(guard, "127.0.0.1", 0, http_port=0) as service:
+        async with serve(guard, "127.0.0.1", 0, http_port=http_port) as service:
             yield Env(service, clock)
 
     return factory
@@ -436,8 +438,8 @@ async def test_absolute_lifetime_and_idle_limit_close_4408(env_factory: Any) -> 
 
 
 async def test_post_and_delete_work_on_the_websocket_port(env_factory: Any) -> None:
-    """Tickets and the admin API answer on the WebSocket port too; upgrades still work."""
-    async with env_factory() as env:
+    """With no HTTP API port, tickets and the admin API answer on the WebSocket port."""
+    async with env_factory(http_port=None) as env:
         env.http = f"http://127.0.0.1:{env.service.port}"  # the WebSocket port
         status, body = await env.request("POST", "/auth/ticket", token=env.token())
         assert status == 200
@@ -451,3 +453,55 @@ async def test_post_and_delete_work_on_the_websocket_port(env_factory: Any) -> N
         assert (await env.request("PUT", "/auth/ticket", token=env.token()))[0] == 405
         assert b'reason="timeout"' not in env.guard.metrics.render()[0]  # not counted as drops
         assert await _status(env, env.token("after")) == 101
+
+
+async def test_admin_api_and_metrics_stay_off_the_public_port(env_factory: Any) -> None:
+    """With an HTTP API port, the WebSocket port answers /admin and /metrics with 404."""
+    async with env_factory() as env:
+        public = f"http://127.0.0.1:{env.service.port}"
+        private = env.http
+        env.http = public
+        assert (await env.request("GET", "/admin/sessions"))[0] == 404
+        assert (await env.request("GET", "/metrics"))[0] == 404
+        assert (await env.request("GET", "/healthz"))[0] == 200
+        assert (await env.request("POST", "/auth/ticket", token=env.token()))[0] == 200
+        env.http = private
+        assert (await env.request("GET", "/admin/sessions"))[0] == 200
+
+
+async def test_admin_token_guessing_spends_the_attempt_budget(env_factory: Any) -> None:
+    """Wrong admin tokens count against the IP's attempt budget: 401, then 429."""
+    config = GuardConfig(
+        jwt=JWT,
+        origins=OriginConfig(allowed=(ALLOWED_ORIGIN,)),
+        admin_token=ADMIN,
+        rate_limits=RateLimitConfig(handshake_attempts=3),
+    )
+    async with env_factory(config) as env:
+        codes = [(await env.request("GET", "/admin/sessions", token="g" * 40))[0] for _ in range(4)]
+        assert codes == [401, 401, 401, 429]
+
+
+async def test_admin_ban_closes_live_sessions_4403(env_factory: Any) -> None:
+    """A ban by the admin API closes the banned user's open sessions with 4403."""
+    async with env_factory() as env:
+        ws = await env.connect(env.token("mallory"))
+        await welcome(ws)
+        other = await env.connect(env.token("olive"))
+        await welcome(other)
+        status, _ = await env.request("POST", "/admin/bans", {"kind": "user", "key": "mallory"})
+        assert status == 201
+        assert await _closed_code(ws) == 4403
+        await other.send(json.dumps({"type": "health-check"}))
+        assert json.loads(await other.recv())["type"] == "health-check"
+        await other.close()
+
+
+async def test_message_after_expiry_closes_4401_before_any_tick(env_factory: Any) -> None:
+    """A message that arrives after exp is never handled, even between timer ticks."""
+    async with env_factory() as env:
+        ws = await env.connect(env.token(ttl=120))
+        csrf = (await welcome(ws))["csrfToken"]
+        env.clock.advance(121)  # no tick
+        await ws.send(json.dumps({"type": "chat", "payload": {"text": "late"}, "csrfToken": csrf}))
+        assert await _closed_code(ws) == 4401

@@ -56,14 +56,24 @@ class Routes:
         self._guarded = guarded
         self._guard = guarded.guard
         self._headers = security_headers(guarded.guard.config)
+        self.private_port = False
+        """True once a separate HTTP API port serves the admin API and metrics;
+        the WebSocket port then answers them with 404."""
 
-    async def handle(self, request: HttpRequest) -> HttpResponse:
-        """Answer one request; every response carries the security headers."""
-        response = self._route(request)
+    async def handle(self, request: HttpRequest, *, public: bool = False) -> HttpResponse:
+        """Answer one request; every response carries the security headers.
+
+        Args:
+            request: the parsed request.
+            public: it came to the WebSocket port rather than the HTTP API port.
+        """
+        response = self._route(request, public)
         return dataclasses.replace(response, headers=(*self._headers, *response.headers))
 
-    def _route(self, request: HttpRequest) -> HttpResponse:
+    def _route(self, request: HttpRequest, public: bool) -> HttpResponse:
         path, method = request.path, request.method
+        if public and self.private_port and (path == "/metrics" or path.startswith("/admin/")):
+            return _text(404, "Not Found\n")
         if path == "/healthz" and method == "GET":
             return _json(200, {"status": "ok"})
         if path == "/readyz" and method == "GET":
@@ -113,6 +123,9 @@ class Routes:
         given = _bearer(request) or ""
         if not hmac.compare_digest(given.encode(), expected.encode()):
             guard.audit("admin_refused", "warning", client_ip=request.peer)
+            # Guessing the admin token spends the IP's handshake attempt budget.
+            if guard.charge_attempt(request.peer):
+                return HttpResponse(429, b"Too Many Requests\n", headers=(("Retry-After", "10"),))
             return _text(401, "Unauthorized\n")
         parts = [unquote(p) for p in request.path.split("/")[2:]]
         method = request.method

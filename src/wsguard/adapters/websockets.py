@@ -195,6 +195,7 @@ class GuardedServer:
         )
         self._closing: set[asyncio.Task[None]] = set()
         self._reported_failures = 0
+        guard.ban_listeners.append(self.close_banned)
 
     # Hooks for websockets.
 
@@ -209,7 +210,7 @@ class GuardedServer:
         tls = connection.transport.get_extra_info("ssl_object") is not None
         if path != self.guard.config.server.path:
             answer = await self.routes.handle(
-                HttpRequest("GET", path, query, headers, b"", peer, tls)
+                HttpRequest("GET", path, query, headers, b"", peer, tls), public=True
             )
             response = connection.respond(answer.status, answer.body.decode())
             response.headers["Content-Type"] = answer.content_type
@@ -219,8 +220,16 @@ class GuardedServer:
         handshake = HandshakeRequest(peer=peer, path=path, query=query, headers=headers, tls=tls)
         reputation_bad = False
         if self.reputation is not None:
-            ip = self.guard.identity.client_ip(peer, headers)
-            if not self.guard.identity.is_exempt(ip):
+            identity = self.guard.identity
+            ip = identity.client_ip(peer, headers)
+            key = identity.rate_key(ip)
+            # Ask the provider only for a client the cheap checks would not refuse
+            # anyway: a banned or flooding IP must not cost a provider call.
+            if not (
+                identity.is_exempt(ip)
+                or self.guard.bans.banned("ip", key, self.guard.clock.now()) is not None
+                or self.guard.attempts_exhausted(key)
+            ):
                 reputation_bad = await self.reputation.is_bad(ip)
         decision = self.guard.handshake(handshake, reputation_bad=reputation_bad)
         self.guard.metrics.handshake_seconds.observe(time.perf_counter() - started)
@@ -246,7 +255,7 @@ class GuardedServer:
         async def answer() -> None:
             try:
                 if isinstance(parsed, HttpRequest):
-                    response = await self.routes.handle(parsed)
+                    response = await self.routes.handle(parsed, public=True)
                 else:
                     response = dataclasses.replace(
                         parsed, headers=(*self._headers, *parsed.headers)
@@ -391,6 +400,24 @@ class GuardedServer:
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
         return True
+
+    def close_banned(self, kind: str, key: str) -> int:
+        """Close the live sessions a new ban covers with 4403; returns how many.
+
+        Called by the guard on every ban: by an administrator, for credential
+        stuffing, or for abuse (the abusive connection itself closes with 4429).
+        """
+        closed = 0
+        for session in self.guard.sessions.all():
+            live = self._live(session.id)
+            if live is None or live.policy.closed:  # already closing (e.g. with 4429)
+                continue
+            if (kind == "user" and session.user == key) or (
+                kind == "ip" and live.policy.rate_key == key
+            ):
+                self.close_session(session.id, CloseCode.FORBIDDEN, "banned")
+                closed += 1
+        return closed
 
     def terminate_session(self, session_id: str, *, actor: str = "admin") -> bool:
         """Close one session with 4410 and refuse its token until it expires."""
@@ -563,6 +590,7 @@ class GuardedService:
             api = HttpApiServer(self.guarded.routes.handle)
             ssl = self._kwargs.get("ssl")
             self.http_server = await api.start(host, self._http_port, ssl=ssl)
+        self.guarded.routes.private_port = self.http_server is not None
         self._ticker = asyncio.get_running_loop().create_task(self._tick_forever())
         return self
 

@@ -109,6 +109,8 @@ class ConnectionPolicy:
         self._previous_csrf_until = 0.0
         self._next_rate_audit = 0.0
         self._restricted = False
+        self._leeway = config.jwt.leeway
+        self._expires_limit = session.expires_at + self._leeway
         self.closed = False
 
     # Public methods for receiving data.
@@ -123,6 +125,9 @@ class ConnectionPolicy:
         if self.closed:
             return Close(CloseCode.SESSION_TERMINATED, CLOSE_REASONS[CloseCode.SESSION_TERMINATED])
         now = self._clock.now()
+        if now > self._expires_limit:
+            # The tick closes expired sessions once a second; no message slips in between.
+            return self._close(CloseCode.TOKEN_EXPIRED, "token expired")
         retry = self.limiter.check(now)
         if retry:
             # Refused before parsing: a flood costs a bucket lookup per frame.
@@ -139,6 +144,9 @@ class ConnectionPolicy:
         if message_type is None:
             return self._error(ErrorCode.UNKNOWN_TYPE, "unknown type", envelope.id, now)
         if not message_type.csrf_exempt and self.scorer.level(now) != "ok":
+            if not self._restricted:  # once per connection: the first restriction
+                self._restricted = True
+                self._guard.audit("anomaly_restricted", "warning", session=self.session)
             return self._error(
                 ErrorCode.RESTRICTED, "anomaly score over restrict", envelope.id, now
             )
@@ -238,10 +246,12 @@ class ConnectionPolicy:
         if guard.revocations.is_revoked(claims, now):
             return self._error(ErrorCode.TOKEN_INVALID, "refresh: revoked", message_id, now)
         session.expires_at = claims.expires_at
+        self._expires_limit = claims.expires_at + self._leeway
         session.issued_at = claims.issued_at
         session.token_id = claims.token_id
         session.roles = claims.roles
         csrf = self.rotate_csrf()
+        guard.sessions.mark_csrf_rotated(session.id, now)  # the schedule restarts from here
         guard.audit("token_refreshed", session=session)
         return Reply(
             encode_frame(
@@ -317,6 +327,7 @@ class ConnectionPolicy:
     def _abuse(self, detail: str) -> Close:
         """Close 4429 and ban the user, and the IP unless it is exempt."""
         guard = self._guard
+        self.closed = True  # before the bans, which close every other covered session
         guard.metrics.anomaly_disconnects_total.inc()
         guard.audit("disconnect_abuse", "critical", session=self.session, reason=detail)
         if not self.exempt:

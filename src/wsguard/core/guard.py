@@ -62,7 +62,9 @@ AuditSink = Callable[[AuditEvent], None]
 
 CORE_ANSWERED_TYPES = ("health-check", "token_refresh", "ack")
 MAX_TRACKED_IPS = 100_000  # attempt counters kept before a prune
-MAX_TOKEN_LIFETIME_S = 86_400.0  # how long a user revocation is kept without a jti to expire with
+# How long a user revocation is kept (tokens without a jti have no expiry of their
+# own to wait for): the longest lifetime `wsguard token` issues.
+MAX_TOKEN_LIFETIME_S = 30 * 86_400.0
 
 
 class Guard:
@@ -114,6 +116,8 @@ class Guard:
         self.signatures = SignatureScanner() if config.signatures.enabled else None
         self._attempts: dict[str, SlidingCounter] = {}
         self._audit_sinks: list[AuditSink] = []
+        self.ban_listeners: list[Callable[[str, str], object]] = []
+        """Called with ``(kind, key)`` on every ban; the adapter closes what it covers."""
         self.shutting_down = False
         self.types: dict[str, MessageType] = {}
         self.type_limits: dict[str, tuple[float, float, int]] = {}
@@ -228,6 +232,8 @@ class Guard:
         """Ban an IP (``kind="ip"``, by its rate key) or a user; repeated bans escalate."""
         ban = self.bans.ban(kind, key, self.clock.now(), reason, duration)
         self.metrics.bans_total.labels(kind=kind).inc()
+        for listener in self.ban_listeners:
+            listener(kind, key)
         self.audit(
             "ban_added",
             "warning",
@@ -334,6 +340,19 @@ class Guard:
         policy = ConnectionPolicy(guard=self, session=session, rate_key=key, exempt=exempt)
         self.audit("auth_succeeded", session=session)
         return Accept(policy, subprotocol, self.welcome_frame(session), evict)
+
+    def charge_attempt(self, peer: str) -> bool:
+        """Spend one of ``peer``'s attempts (a failed admin login); True when over budget."""
+        if self.identity.is_exempt(peer):
+            return False
+        return self._attempt(self.identity.rate_key(peer), self.clock.now()) > 0
+
+    def attempts_exhausted(self, key: str) -> bool:
+        """Whether ``key`` is out of handshake attempts, without spending one."""
+        counter = self._attempts.get(key)
+        return counter is not None and counter.count(self.clock.now()) >= (
+            self.config.rate_limits.handshake_attempts
+        )
 
     def handshake_dropped(self, peer: str) -> None:
         """A connection closed before its handshake request: count it and charge its IP."""
