@@ -16,6 +16,7 @@ environment, and only the CLI calls it.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import tomllib
 import types
@@ -304,6 +305,7 @@ class GuardConfig:
 _DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 
 
+@functools.lru_cache(maxsize=1024)  # browsers send the same few origins over and over
 def normalize_origin(origin: str) -> str | None:
     """``scheme://host:port`` in lower case with the port explicit, or None if malformed.
 

@@ -21,6 +21,7 @@ Theory of operation:
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -74,6 +75,7 @@ class NetworkConfig:
             raise ConfigurationError("ipv6_prefix", "must be an integer between 1 and 128")
 
 
+@functools.lru_cache(maxsize=4096)  # a handshake parses its peer up to three times
 def _address(text: str) -> IPAddress | None:
     """Parse an address, unwrapping IPv4-mapped IPv6; ``None`` if it is not one."""
     try:
