@@ -12,7 +12,9 @@ SESSION_ID_BYTES = 16
 
 
 def new_session_id() -> SessionId:
-    return SessionId(secrets.token_urlsafe(SESSION_ID_BYTES))
+    # Hex, not base64url: an id starting with "-" would read as an option on the
+    # command line (`wsguard sessions kill ID`).
+    return SessionId(secrets.token_hex(SESSION_ID_BYTES))
 
 
 def new_csrf_token() -> str:
