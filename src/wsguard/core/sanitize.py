@@ -247,7 +247,8 @@ def _clean_other(value: Any, depth: int, max_depth: int) -> Any:
     raise _Refused("unsupported type")
 
 
-def _join_path(root: str, pieces: list[str | int]) -> str:
+def join_path(root: str, pieces: list[str | int]) -> str:
+    """A JSON path from ``root`` and keys/indexes collected innermost first."""
     parts = [root]
     for piece in reversed(pieces):
         if isinstance(piece, int):
@@ -296,7 +297,7 @@ def clean_tree(value: Any, max_depth: int, path: str = "$") -> Any:
             return value
         return _clean_other(value, 1, max_depth)
     except _Refused as exc:
-        raise UnsafeValue(exc.reason, _join_path(path, exc.pieces)) from None
+        raise UnsafeValue(exc.reason, join_path(path, exc.pieces)) from None
     except RecursionError:
         # Only reachable with a max_depth near the recursion limit: fail closed.
         raise TooDeep(max_depth) from None

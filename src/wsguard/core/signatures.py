@@ -61,13 +61,13 @@ Errors never include the matched text: it is the attacker's.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from typing import Any, Final, Literal, NamedTuple
 
 import msgspec
 
+from wsguard.core.sanitize import join_path
 from wsguard.exceptions import ConfigurationError
 
 __all__ = [
@@ -373,10 +373,6 @@ CATEGORIES: Final[tuple[str, ...]] = (
 
 _SHORTEST = 3  # "../", "$ne": no rule matches fewer characters.
 
-# Keys written as ``.key`` in a path; same rule as wsguard.core.sanitize.
-_PLAIN_KEY = re.compile(r"[A-Za-z_$][A-Za-z0-9_$-]{0,63}")
-_MAX_QUOTED_KEY = 64
-
 
 def _alternation(rules: _Rules, groups: dict[str, str]) -> str:
     """The source of one alternation, each rule ended by its named group."""
@@ -471,7 +467,7 @@ class SignatureScanner:
         try:
             self._walk(value)
         except _Found as exc:
-            return SignatureMatch(exc.category, _join_path(path, exc.pieces))
+            return SignatureMatch(exc.category, join_path(path, exc.pieces))
         return None
 
     def _walk(self, value: Any) -> None:
@@ -525,17 +521,3 @@ class SignatureScanner:
             except _Found as exc:
                 exc.pieces.append(names[index])
                 raise
-
-
-def _join_path(root: str, pieces: list[str | int]) -> str:
-    parts = [root]
-    for piece in reversed(pieces):
-        if isinstance(piece, int):
-            parts.append(f"[{piece}]")
-        elif _PLAIN_KEY.fullmatch(piece):
-            parts.append(f".{piece}")
-        elif len(piece) <= _MAX_QUOTED_KEY:
-            parts.append(f"[{json.dumps(piece)}]")  # ASCII-escaped
-        else:
-            parts.append("[...]")
-    return "".join(parts)
