@@ -96,22 +96,30 @@ def server(tmp_path: Path) -> Iterator[Server]:
         process.stdout.close()
 
 
-async def _open_many(server: Server, count: int) -> list[object]:
+async def _open_many(server: Server, count: int, secrets_seen: list[str]) -> list[object]:
     clients = []
     for i in range(count):
+        token = server.token(f"user{i % 10}")
         ws = await connect(
-            server.url,
-            additional_headers={"Authorization": f"Bearer {server.token(f'user{i % 10}')}"},
-            open_timeout=5,
+            server.url, additional_headers={"Authorization": f"Bearer {token}"}, open_timeout=5
         )
-        await ws.recv()
+        welcome = json.loads(await ws.recv())
+        secrets_seen += [token, welcome["payload"]["csrfToken"]]
+        if i == 0:  # one message with a payload that must not reach the log either
+            await ws.send(
+                json.dumps(
+                    {"type": "chat", "payload": {"text": "PAYLOAD-SENTINEL"}, "csrfToken": "bad"}
+                )
+            )
+            await ws.recv()
         clients.append(ws)
     return clients
 
 
 async def test_sigterm_with_50_connections_closes_1001_and_exits_0(server: Server) -> None:
     """SIGTERM: every connection gets 1001, the audit log is sealed, exit 0 within the deadline."""
-    clients = await _open_many(server, 50)
+    seen: list[str] = []
+    clients = await _open_many(server, 50, seen)
     started = time.monotonic()
     server.process.send_signal(signal.SIGTERM)
     codes = []
@@ -126,6 +134,11 @@ async def test_sigterm_with_50_connections_closes_1001_and_exits_0(server: Serve
     assert time.monotonic() - started < 10
     result = verify_file(server.audit_log, server.audit_key())
     assert result.ok and result.sealed, result
+    # No token, CSRF token, secret or payload in the log's files.
+    stored = b"".join(p.read_bytes() for p in server.audit_log.parent.glob("audit.db*"))
+    assert b"csrf_failed" in stored  # the refusal itself is recorded
+    for secret in [*seen, SECRET, ADMIN, "PAYLOAD-SENTINEL"]:
+        assert secret.encode() not in stored
 
 
 async def test_sigkill_during_a_refusal_flood_leaves_a_verifiable_log(server: Server) -> None:
