@@ -32,3 +32,37 @@ def test_verify_takes_the_key_from_the_config(tmp_path: Path) -> None:
         main, ["log", "verify", str(log), "--config", str(config)], env={"WSGUARD_AUDIT_KEY": ""}
     )
     assert bad.exit_code == 1
+
+
+def test_report_counts_a_failed_handshake_login_once(tmp_path: Path) -> None:
+    """A refused handshake logs auth_failed and handshake_refused; the report counts one refusal."""
+    from wsguard.audit.query import report
+
+    log = tmp_path / "audit.db"
+    clock = FakeClock()
+    writer = AuditWriter(AuditConfig(path=str(log)), KEY.encode(), clock)
+    ip = "192.0.2.7"
+    writer.emit(
+        AuditEvent(
+            "auth_failed", "warning", clock.now(), client_ip=ip, details={"stage": "handshake"}
+        )
+    )
+    writer.emit(
+        AuditEvent(
+            "handshake_refused",
+            "warning",
+            clock.now(),
+            client_ip=ip,
+            details={"status": 401, "reason": "expired"},
+        )
+    )
+    writer.emit(
+        AuditEvent(
+            "auth_failed", "warning", clock.now(), client_ip=ip, details={"reason": "ticket"}
+        )
+    )
+    writer.close()
+    summary = report(str(log), 3600, now=clock.now())
+    # The handshake refusal once, plus the ticket's failed authentication.
+    assert summary.refusals_by_ip == [(ip, 2)]
+    assert dict(summary.refusals_by_reason) == {"expired": 1, "ticket": 1}

@@ -122,6 +122,13 @@ def report(
         when = record.get("time")
         if event in _INTERNAL or not isinstance(when, int | float) or when < start:
             continue
+        details = record.get("details")
+        if (
+            event == "auth_failed"
+            and isinstance(details, dict)
+            and details.get("stage") == "handshake"
+        ):
+            continue  # its handshake_refused entry counts the refusal once
         entries += 1
         group = (
             "refusals"

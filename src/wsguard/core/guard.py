@@ -393,7 +393,7 @@ class Guard:
     def _auth_failed(
         self, request: HandshakeRequest, key: str, ip: str, exempt: bool, now: float
     ) -> None:
-        self.audit("auth_failed", "warning", client_ip=ip)
+        self.audit("auth_failed", "warning", client_ip=ip, stage="handshake")
         if exempt:
             return
         self.ip_scores.record(key, AnomalyEvent.AUTH_FAILURE, now)
