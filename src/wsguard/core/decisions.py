@@ -2,13 +2,16 @@
 
 - handshake: :class:`Accept` or :class:`Reject`;
 - message: :class:`Deliver`, :class:`Reply` or :class:`Close`.
+
+The per-message decisions are named tuples: immutable like frozen dataclasses,
+and about half the cost to build, which matters on every message.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from wsguard.typing import SessionId
 
@@ -91,8 +94,7 @@ class Reject:
     client_ip: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Message:
+class Message(NamedTuple):
     """A client message that passed every check; read-only.
 
     Attributes:
@@ -108,16 +110,14 @@ class Message:
     session: Session
 
 
-@dataclass(frozen=True, slots=True)
-class Deliver:
+class Deliver(NamedTuple):
     """Hand the message to its handler."""
 
     message: Message
     message_type: MessageType
 
 
-@dataclass(frozen=True, slots=True)
-class Reply:
+class Reply(NamedTuple):
     """Send this frame back; nothing else happens.
 
     Attributes:
@@ -135,8 +135,7 @@ class Reply:
     type: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Close:
+class Close(NamedTuple):
     """Close the connection.
 
     Attributes:
