@@ -347,3 +347,28 @@ def test_a_window_does_not_grow_with_the_text() -> None:
     assert SCANNER.scan_text(text) is None
     assert SCANNER.scan_text("<a " + "x" * 150 + " onclick=alert(1)>") == "xss"
     assert SCANNER.scan_text("<a " + "x" * 250 + " onclick=alert(1)>") is None
+
+
+def test_struct_payload_paths_use_encoded_names() -> None:
+    """Struct payloads (the usual case) report the wire name and nested positions."""
+    import msgspec
+
+    from wsguard.core.signatures import SignatureScanner
+
+    class Item(msgspec.Struct, frozen=True, rename="camel"):
+        display_name: str
+
+    class Payload(msgspec.Struct, frozen=True):
+        title: str
+        count: int
+        items: tuple[Item, ...] = ()
+
+    scanner = SignatureScanner()
+    clean = Payload("hello there", 3, (Item("alice"), Item("bob")))
+    assert scanner.scan(clean, "$.payload") is None
+    dirty = Payload("hello", 3, (Item("alice"), Item("<script>alert(1)</script>")))
+    match = scanner.scan(dirty, "$.payload")
+    assert match is not None
+    assert (match.category, match.path) == ("xss", "$.payload.items[1].displayName")
+    first = scanner.scan(Payload("x' or 1=1 --", 0), "$.payload")
+    assert first is not None and first.path == "$.payload.title"

@@ -110,6 +110,7 @@ class ConnectionPolicy:
         self._next_rate_audit = 0.0
         self._restricted = False
         self._leeway = config.jwt.leeway
+        self._track_idle = config.sessions.idle_timeout is not None
         self._expires_limit = session.expires_at + self._leeway
         self.closed = False
 
@@ -186,7 +187,7 @@ class ConnectionPolicy:
                 )
             if isinstance(payload, TokenRefreshPayload):
                 return self._refresh(payload, envelope.id, now)
-        else:
+        elif self._track_idle:
             self._guard.sessions.touch(self.session.id, now)
         return Deliver(Message(envelope.type, envelope.id, payload, self.session), message_type)
 

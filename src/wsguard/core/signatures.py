@@ -464,6 +464,22 @@ class SignatureScanner:
         Returns:
             The first match in document order, or None.
         """
+        if isinstance(value, msgspec.Struct):
+            # The usual payload: a struct of strings. Scan them in place rather
+            # than through the generic walk; containers still take the walk.
+            names = value.__struct_encode_fields__
+            for index, field in enumerate(value.__struct_fields__):
+                item = getattr(value, field)
+                if isinstance(item, str):
+                    if len(item) >= _SHORTEST:
+                        category = self.scan_text(item)
+                        if category is not None:
+                            return SignatureMatch(category, join_path(path, [names[index]]))
+                elif item is not None and not isinstance(item, int | float):
+                    found = self.scan(item, join_path(path, [names[index]]))
+                    if found is not None:
+                        return found
+            return None
         try:
             self._walk(value)
         except _Found as exc:
