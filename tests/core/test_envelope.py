@@ -51,6 +51,12 @@ FAST, SLOW = EnvelopeDecoder(MessageConfig()), SlowDecoder(MessageConfig())
         '{"type": "chat", "payload": ' + "[" * 33 + "]" * 33 + "}",
         '{"type": "chat", "payload": {"n": NaN}}',
         '{"type": "chat", "id": "ok-1", "payload": {"text": "plain"}}',
+        '{"type": "chat", "payload": {"text": "<a href=\\"x\\">y</a>"}}',
+        '{"type": "chat", "payload": {"a\\"b": 1, "a\\"b": 2}}',
+        '{"type": "chat", "payload": {"t": "q\\":", "t": 2}}',
+        '{"type": "chat", "payload": {"t": "a\\bb"}}',
+        '{"type": "chat", "payload": {"t": "a\\\\u0041"}}',
+        '{"type": "chat", "payload": {"t": "line\\nnext\\ttab"}}',
     ],
 )
 def test_fast_path_agrees_with_exact_parser(text: str) -> None:
@@ -84,7 +90,7 @@ def _render(value: Any) -> str:
     return json.dumps(value)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=1500, deadline=None)
 @given(payload=json_values, kind=st.sampled_from(["chat", "x"]))
 def test_fast_path_agrees_on_generated_frames(payload: Any, kind: str) -> None:
     text = '{"type":' + json.dumps(kind) + ',"payload":' + _render(payload) + "}"

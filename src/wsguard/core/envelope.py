@@ -75,18 +75,22 @@ def _refuse_constant(name: str) -> Any:
 
 _DECODER = json.JSONDecoder(object_pairs_hook=_unique_pairs, parse_constant=_refuse_constant)
 
-# The fast path. A frame that is ASCII, has no backslash (so no escapes), no DEL,
-# none of the prototype-pollution key names and fewer brackets than the depth
-# limit cannot hold a string that sanitization would change or refuse, nor nest
-# too deep. Such a frame is decoded by msgspec in C, and duplicate keys are
-# ruled out by counting: with no escapes, every key is a string followed by
-# ``:``, so the count of ``"`` + optional space + ``:`` in the text is at least
-# the number of keys in the text (a string value starting with ``:`` adds one),
-# while duplicates make the decoded objects hold fewer. Equal counts therefore
-# prove there is no duplicate; any doubt takes the slow path.
+# The fast path. A frame that is ASCII, has no escape other than \" \\ \/ \n
+# \r \t (so no \u, which could spell a key or a character in disguise, and no
+# \b or \f control characters), no DEL, none of the prototype-pollution key
+# names and fewer brackets than the depth limit cannot hold a string that
+# sanitization would change or refuse, nor nest too deep. Such a frame is
+# decoded by msgspec in C, and duplicate keys are ruled out by counting: every
+# key ends with an unescaped ``"`` followed by ``:``, so the count of ``"`` +
+# optional space + ``:`` in the text is at least the number of keys in it (an
+# escaped quote or a value starting with ``:`` only adds to it), while duplicates
+# make the decoded objects hold fewer. Equal counts therefore prove there is no
+# duplicate; any doubt takes the slow path. A property test checks that both
+# paths decide alike.
 _msgspec_decode = msgspec.json.Decoder().decode
 _KEY_END = re.compile(r'"[ \t\r\n]*:')
-_SLOW_MARKERS = ("\\", "\x7f", "__proto__", "constructor", "prototype")
+_SLOW_ESCAPE = re.compile(r'\\[^"\\/nrt]')
+_SLOW_MARKERS = ("\x7f", "__proto__", "constructor", "prototype")
 
 
 def _count_keys(value: Any) -> int:
@@ -163,6 +167,8 @@ class EnvelopeDecoder:
         for marker in _SLOW_MARKERS:
             if marker in text:
                 return None
+        if "\\" in text and _SLOW_ESCAPE.search(text) is not None:
+            return None
         if text.count("{") + text.count("[") > self._max_depth:
             return None
         try:
