@@ -505,3 +505,28 @@ async def test_message_after_expiry_closes_4401_before_any_tick(env_factory: Any
         env.clock.advance(121)  # no tick
         await ws.send(json.dumps({"type": "chat", "payload": {"text": "late"}, "csrfToken": csrf}))
         assert await _closed_code(ws) == 4401
+
+
+async def test_plain_http_on_the_websocket_port_is_bounded(env_factory: Any) -> None:
+    """A POST trickled in small pieces is answered; an oversized head gets 431."""
+    async with env_factory(http_port=None) as env:
+        request = (
+            b"POST /auth/ticket HTTP/1.1\r\nHost: x\r\n"
+            + f"Authorization: Bearer {env.token()}\r\n".encode()
+            + b"Content-Length: 0\r\n\r\n"
+        )
+        reader, writer = await asyncio.open_connection("127.0.0.1", env.service.port)
+        for i in range(0, len(request), 7):
+            writer.write(request[i : i + 7])
+            await writer.drain()
+        async with asyncio.timeout(5):
+            answer = await reader.read()
+        writer.close()
+        assert answer.startswith(b"HTTP/1.1 200") and b'"ticket"' in answer
+        reader, writer = await asyncio.open_connection("127.0.0.1", env.service.port)
+        writer.write(b"POST /auth/ticket HTTP/1.1\r\nX-Pad: " + b"a" * 10_000 + b"\r\n\r\n")
+        await writer.drain()
+        async with asyncio.timeout(5):
+            answer = await reader.read()
+        writer.close()
+        assert answer.startswith(b"HTTP/1.1 431")

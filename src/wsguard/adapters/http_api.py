@@ -91,19 +91,21 @@ def _parse_head(head: bytes) -> tuple[str, str, tuple[tuple[str, str], ...]] | N
     return method.upper(), target, tuple(headers)
 
 
-def parse_buffered(buffer: bytes, peer: str, tls: bool) -> HttpRequest | HttpResponse | None:
+def parse_buffered(
+    buffer: bytes | bytearray, peer: str, tls: bool
+) -> HttpRequest | HttpResponse | None:
     """Parse a whole request from bytes received so far.
 
     Returns:
         The request; an error response for a malformed or oversized one; or None
         when more bytes are needed.
     """
-    end = buffer.find(b"\r\n\r\n")
+    end = buffer.find(b"\r\n\r\n", 0, MAX_HEAD_BYTES + 4)
     if end < 0:
         if len(buffer) > MAX_HEAD_BYTES:
             return HttpResponse(431, b"Request Header Fields Too Large\n")
         return None
-    parsed = _parse_head(buffer[:end])
+    parsed = _parse_head(bytes(buffer[:end]))
     if parsed is None:
         return HttpResponse(400, b"Bad Request\n")
     method, target, headers = parsed

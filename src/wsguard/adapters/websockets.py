@@ -154,7 +154,9 @@ class GuardedConnection(ServerConnection):
         assert self._sniffed is not None and self.guarded is not None  # help mypy
         transport = self.transport
         tls = transport.get_extra_info("ssl_object") is not None
-        parsed = parse_buffered(bytes(self._sniffed), _peer_ip(self), tls)
+        # No copy of the buffer per chunk: a client trickling bytes one at a time
+        # costs a bounded search per chunk, not a growing copy.
+        parsed = parse_buffered(self._sniffed, _peer_ip(self), tls)
         if parsed is None:
             return
         self._sniffed = None  # stop buffering; the answer is on its way
