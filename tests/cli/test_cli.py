@@ -7,7 +7,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ import pytest
 from click.testing import CliRunner
 from websockets.sync.client import connect
 
+from tests.conftest import free_port
 from wsguard.cli import main, parse_duration
 from wsguard.config import JwtConfig, load_config
 from wsguard.core.auth import TokenVerifier
@@ -122,16 +122,9 @@ def test_environment_overrides_file(tmp_path: Path) -> None:
     assert config.origins.allowed == ("https://b.example", "https://c.example")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def test_serve_runs_the_demo_and_stops_cleanly_on_sigint(tmp_path: Path) -> None:
     """`wsguard serve` (development) prints a working token, serves chat, exits 0 on Ctrl-C."""
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("WSGUARD_")}
     process = subprocess.Popen(
         [sys.executable, "-m", "wsguard.cli", "serve", "--port", str(port)],

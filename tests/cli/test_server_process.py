@@ -7,7 +7,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ from click.testing import CliRunner
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from tests.conftest import free_port
 from wsguard.audit.keys import read_key_file
 from wsguard.audit.verify import verify_file
 from wsguard.cli import main
@@ -27,13 +27,6 @@ from wsguard.core.auth import issue_token
 
 SECRET = "process-secret-0123456789abcdef0123456789"
 ADMIN = "process-admin-token-0123456789abcdef01"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 class Server:
@@ -68,7 +61,7 @@ def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[Server]:
-    port, http_port = _free_port(), _free_port()
+    port, http_port = free_port(), free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "wsguard.cli", "serve", "--port", str(port)]
         + ["--http-port", str(http_port)],
@@ -243,7 +236,7 @@ def test_production_refuses_to_start(tmp_path: Path, env: dict[str, str], settin
     full = _env(tmp_path, WSGUARD_MODE="production")
     full.update(env)
     result = subprocess.run(
-        [sys.executable, "-m", "wsguard.cli", "serve", "--port", str(_free_port())],
+        [sys.executable, "-m", "wsguard.cli", "serve", "--port", str(free_port())],
         capture_output=True,
         text=True,
         env=full,

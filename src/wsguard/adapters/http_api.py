@@ -17,6 +17,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from http import HTTPStatus
 
+from wsguard.core.decisions import first_header
+
 logger = logging.getLogger("wsguard.http")
 
 MAX_HEAD_BYTES = 8192
@@ -37,10 +39,8 @@ class HttpRequest:
     tls: bool = False
 
     def header(self, name: str) -> str | None:
-        for key, value in self.headers:
-            if key == name:
-                return value
-        return None
+        """The first value of a header, or None. ``name`` must be lower case."""
+        return first_header(self.headers, name)
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,6 +21,14 @@ if TYPE_CHECKING:
     from wsguard.core.types import MessageType
 
 
+def first_header(headers: tuple[tuple[str, str], ...], name: str) -> str | None:
+    """The first value of header ``name`` (lower case) in ``(name, value)`` pairs."""
+    for key, value in headers:
+        if key == name:
+            return value
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class HandshakeRequest:
     """An opening handshake, as plain data.
@@ -41,10 +49,7 @@ class HandshakeRequest:
 
     def header(self, name: str) -> str | None:
         """The first value of a header, or None. ``name`` must be lower case."""
-        for key, value in self.headers:
-            if key == name:
-                return value
-        return None
+        return first_header(self.headers, name)
 
     def header_values(self, name: str) -> Iterator[str]:
         """Every value of a header, comma-separated lists split. ``name`` in lower case."""
