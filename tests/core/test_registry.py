@@ -7,6 +7,8 @@ import tracemalloc
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from wsguard.core.clock import FakeClock
 from wsguard.core.registry import SessionConfig, SessionRegistry
@@ -352,3 +354,23 @@ def test_due_covers_every_session() -> None:
     reg.add(old, None)
     assert reg.due(T0 + 100) == [(old.id, "lifetime")]
     assert reg.due(T0 + 150) == [(young.id, "lifetime"), (old.id, "lifetime")]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.booleans(), st.integers(0, 3)), max_size=60))
+def test_users_at_limit_matches_a_recount(steps: list[tuple[bool, int]]) -> None:
+    """Adds beyond the limit (concurrent handshakes) and removes in any order."""
+    reg = registry(max_sessions_per_user=2)
+    live: list[Session] = []
+    for add, user in steps:
+        if add:
+            session = make_session(f"user{user}")
+            reg.add(session, None)
+            live.append(session)
+        elif live:
+            reg.remove(live.pop(user % len(live)).id)
+            reg.remove(SessionId("not-there"))  # idempotent, no effect on the count
+        held: dict[str, int] = {}
+        for session in live:
+            held[session.user] = held.get(session.user, 0) + 1
+        assert reg.users_at_limit() == sum(1 for n in held.values() if n >= 2)

@@ -44,6 +44,8 @@ __all__ = [
     "canonical",
     "record_hash",
     "record_ok",
+    "record_text",
+    "SignedRecord",
 ]
 
 GENESIS = "0" * 64
@@ -72,6 +74,21 @@ FIELDS = frozenset(
 )
 
 Record = dict[str, Any]
+
+
+class SignedRecord(dict[str, Any]):
+    """A record made by :meth:`Chain.record`, with its canonical text kept.
+
+    ``text`` equals ``canonical(record)``; sinks store it rather than
+    serialising the record a second time.
+    """
+
+    text: str = ""
+
+
+def record_text(record: Record) -> str:
+    """The canonical text of ``record``, serialised only if it was not yet."""
+    return record.text if isinstance(record, SignedRecord) else canonical(record)
 
 
 class AuditLogError(WSGuardError):
@@ -146,8 +163,8 @@ class Anchor:
 
 def _text(value: str | None) -> str | None:
     # A lone surrogate cannot be UTF-8 encoded; never let it stop the writer.
-    if value is None:
-        return None
+    if value is None or value.isascii():
+        return value
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
@@ -185,23 +202,36 @@ class Chain:
         return self.last_event in (None, CHECKPOINT)
 
     def record(self, event: AuditEvent) -> Record:
-        """Sign ``event`` as the next record and advance the chain."""
-        record: Record = {
-            "seq": self.seq + 1,
-            "time": float(event.time),
-            "event": _text(event.event),
-            "severity": event.severity,
-            "request_id": _text(event.request_id),
-            "session_id": _text(event.session_id),
-            "user": _text(event.user),
+        """Sign ``event`` as the next record and advance the chain.
+
+        The record is serialised once: canonical JSON sorts the keys, and
+        ``hash`` sorts between ``event`` and ``prev_hash``, so the signed text
+        is the two halves around it, and the stored text is the same halves
+        with ``hash`` between them (``SignedRecord.text``).
+        """
+        seq = self.seq + 1
+        head: dict[str, Any] = {
             "client_ip": _text(event.client_ip),
             "details": {_text(str(k)): _detail(v) for k, v in event.details.items()},
-            "prev_hash": self.prev_hash,
+            "event": _text(event.event),
         }
-        record["hash"] = record_hash(self.key, record)
-        self.seq = record["seq"]
-        self.prev_hash = record["hash"]
-        self.last_event = record["event"]
+        tail: dict[str, Any] = {
+            "prev_hash": self.prev_hash,
+            "request_id": _text(event.request_id),
+            "seq": seq,
+            "session_id": _text(event.session_id),
+            "severity": event.severity,
+            "time": float(event.time),
+            "user": _text(event.user),
+        }
+        head_text = canonical(head)[:-1]  # without the closing brace
+        tail_text = canonical(tail)[1:]  # without the opening brace
+        digest = _mac(self.key, f"{head_text},{tail_text}")
+        record = SignedRecord(head, hash=digest, **tail)
+        record.text = f'{head_text},"hash":"{digest}",{tail_text}'
+        self.seq = seq
+        self.prev_hash = digest
+        self.last_event = head["event"]
         return record
 
     def checkpoint(self, time: float) -> Record:

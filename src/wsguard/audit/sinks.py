@@ -31,7 +31,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-from wsguard.audit.chain import Anchor, AuditLogError, Chain, Record, canonical, record_ok
+from wsguard.audit.chain import (
+    Anchor,
+    AuditLogError,
+    Chain,
+    Record,
+    canonical,
+    record_ok,
+    record_text,
+)
 from wsguard.audit.config import AuditConfig
 from wsguard.audit.store import SQLITE_SCHEMA, connect_sqlite, log_kind
 
@@ -175,7 +183,7 @@ class SqliteSink(Sink):
                 r["severity"],
                 r["user"],
                 r["client_ip"],
-                canonical(r),
+                record_text(r),
             )
             for r in records
         ]
@@ -260,7 +268,7 @@ class JsonlSink(Sink):
     def write(self, records: Sequence[Record]) -> None:
         if self._handle is None:
             raise AuditLogError("the jsonl sink is not open")
-        data = "".join(canonical(r) + "\n" for r in records).encode("utf-8")
+        data = "".join(record_text(r) + "\n" for r in records).encode("utf-8")
         self._handle.write(data)
         self._handle.flush()
         os.fsync(self._handle.fileno())
@@ -315,7 +323,7 @@ class StdoutSink(Sink):
 
     def write(self, records: Sequence[Record]) -> None:
         stream = self._stream or sys.stdout
-        stream.write("".join(canonical(r) + "\n" for r in records))
+        stream.write("".join(record_text(r) + "\n" for r in records))
         stream.flush()
 
 

@@ -123,6 +123,9 @@ class SessionRegistry:
         self._entries: dict[SessionId, _Entry] = {}
         # Per user, session ids in insertion order (a dict used as an ordered set).
         self._by_user: dict[str, dict[SessionId, None]] = {}
+        # Users holding the maximum, kept as sessions come and go: the metric is
+        # read on every handshake, and counting would cost O(users) each time.
+        self._users_at_limit = 0
 
     @property
     def config(self) -> SessionConfig:
@@ -170,7 +173,10 @@ class SessionRegistry:
         if session.id in self._entries:
             raise ValueError("session id already registered")
         self._entries[session.id] = _Entry(session, handle)
-        self._by_user.setdefault(session.user, {})[session.id] = None
+        ids = self._by_user.setdefault(session.user, {})
+        ids[session.id] = None
+        if len(ids) == self._config.max_sessions_per_user:
+            self._users_at_limit += 1
 
     def remove(self, session_id: SessionId) -> None:
         """Forget a session; idempotent.
@@ -183,8 +189,9 @@ class SessionRegistry:
             return
         user = entry.session.user
         ids = self._by_user.get(user)
-        if ids is not None:
-            ids.pop(session_id, None)
+        if ids is not None and ids.pop(session_id, False) is None:
+            if len(ids) == self._config.max_sessions_per_user - 1:
+                self._users_at_limit -= 1  # fell below the maximum
             if not ids:
                 del self._by_user[user]
 
@@ -219,8 +226,7 @@ class SessionRegistry:
 
     def users_at_limit(self) -> int:
         """The number of users holding ``max_sessions_per_user`` sessions (a metric)."""
-        limit = self._config.max_sessions_per_user
-        return sum(1 for ids in self._by_user.values() if len(ids) >= limit)
+        return self._users_at_limit
 
     # -- activity and timers -------------------------------------------------
 

@@ -2,23 +2,25 @@
 
 from __future__ import annotations
 
-import secrets
+import base64
 from dataclasses import dataclass, field
 
+from wsguard.core.entropy import random_bytes
 from wsguard.typing import SessionId, UserId
 
-CSRF_TOKEN_BYTES = 24  # 192 bits from `secrets`; PROTOCOL.md asks for at least 128
+CSRF_TOKEN_BYTES = 24  # 192 bits from os.urandom; PROTOCOL.md asks for at least 128
 SESSION_ID_BYTES = 16
 
 
 def new_session_id() -> SessionId:
     # Hex, not base64url: an id starting with "-" would read as an option on the
     # command line (`wsguard sessions kill ID`).
-    return SessionId(secrets.token_hex(SESSION_ID_BYTES))
+    return SessionId(random_bytes(SESSION_ID_BYTES).hex())
 
 
 def new_csrf_token() -> str:
-    return secrets.token_urlsafe(CSRF_TOKEN_BYTES)
+    # 24 bytes: 32 base64url characters, no padding (as secrets.token_urlsafe).
+    return base64.urlsafe_b64encode(random_bytes(CSRF_TOKEN_BYTES)).decode()
 
 
 @dataclass(slots=True, eq=False)

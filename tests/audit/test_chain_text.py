@@ -1,0 +1,46 @@
+"""The stored text of a record is its canonical JSON, built in one pass."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from wsguard.audit.chain import Chain, SignedRecord, canonical, record_ok, record_text
+from wsguard.audit.events import AuditEvent
+
+KEY = b"k" * 32
+texts = st.none() | st.text(max_size=20)  # surrogates and non-ASCII included
+details = st.dictionaries(
+    st.text(max_size=8),
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    event=st.text(min_size=1, max_size=20),
+    request_id=texts,
+    session_id=texts,
+    user=texts,
+    client_ip=texts,
+    details=details,
+    time=st.floats(min_value=0, max_value=4e9),
+)
+def test_record_text_is_canonical_and_signed(
+    event: str,
+    request_id: str | None,
+    session_id: str | None,
+    user: str | None,
+    client_ip: str | None,
+    details: dict[str, object],
+    time: float,
+) -> None:
+    chain = Chain(KEY)
+    for _ in range(2):  # the second one links to the first
+        record = chain.record(
+            AuditEvent(event, "info", time, request_id, session_id, user, client_ip, details)  # type: ignore[arg-type]
+        )
+        assert isinstance(record, SignedRecord)
+        assert record_text(record) == canonical(record)
+        assert record_ok(KEY, record)
+    assert chain.prev_hash == record["hash"]
