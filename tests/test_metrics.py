@@ -198,3 +198,22 @@ def test_fast_histogram_exposition_matches_prometheus_semantics() -> None:
     )
     assert all(a[1] <= b[1] for a, b in zip(finite, finite[1:], strict=False))  # cumulative
     assert finite[-1][1] == 3  # 5 s is above every finite bound
+
+
+def test_message_counts_accumulate_across_scrapes_and_registries() -> None:
+    registry = CollectorRegistry()
+    m = Metrics(registry)
+    for _ in range(3):
+        m.message("chat", "delivered")
+    assert value(m, "wsguard_messages_total", type="chat", outcome="delivered") == 3
+    m.message("chat", "delivered")
+    m.message("chat", "rejected")
+    # Any scrape of the registry sees them, not only render().
+    assert (
+        registry.get_sample_value(
+            "wsguard_messages_total", {"type": "chat", "outcome": "delivered"}
+        )
+        == 4
+    )
+    assert value(m, "wsguard_messages_total", type="chat", outcome="rejected") == 1
+    assert value(m, "wsguard_messages_total", type="chat", outcome="delivered") == 4

@@ -26,7 +26,7 @@ never a client string. The guard is the backstop:
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Final, Generic, Literal, TypeVar
 
 from prometheus_client import (
@@ -37,7 +37,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from prometheus_client.core import HistogramMetricFamily
+from prometheus_client.core import HistogramMetricFamily, Metric
 
 __all__ = [
     "CIRCUIT_STATES",
@@ -191,6 +191,11 @@ class Metrics:
         self.handshake_refusals_total = counter(
             "handshake_refusals_total", "Handshakes refused, by reason.", "reason"
         )
+        self._message_counts: dict[tuple[str, str], int] = {}
+        self._message_children: dict[tuple[str, str], Counter] = {}
+        # Registered before messages_total: a scrape moves the pending counts
+        # into it before reading it.
+        r.register(_BeforeScrape(self._flush_messages))
         self.messages_total = counter(
             "messages_total", "Client messages, by registered type and outcome.", "type", "outcome"
         )
@@ -238,7 +243,6 @@ class Metrics:
             MESSAGE_PIPELINE_BUCKETS,
             r,
         )
-        self._message_children: dict[tuple[str, str], Counter] = {}
         self._precreate()
 
     # -- shortcuts for the labelled metrics -------------------------------------
@@ -250,17 +254,29 @@ class Metrics:
     def message(self, type_: str, outcome: str) -> None:
         """Count a client message.
 
+        Called once per message, so it only adds to a plain dict; the counts move
+        into ``messages_total`` when the registry is scraped. Call it from the
+        event loop that serves the connections (wsguard's ``/metrics`` scrapes
+        there too).
+
         Args:
             type_: a registered message type name, or ``"unknown"``; never the
                 raw ``type`` of an unregistered message.
             outcome: e.g. ``"ok"``, ``"rejected"``, ``"error"``.
         """
-        child = self._message_children.get((type_, outcome))
-        if child is None:  # label lookups cost more than the count itself: cache them
-            child = self.messages_total.labels(type=type_, outcome=outcome)
-            if len(self._message_children) < 4 * DEFAULT_MAX_LABEL_VALUES:
-                self._message_children[(type_, outcome)] = child
-        child.inc()
+        counts = self._message_counts
+        key = (type_, outcome)
+        counts[key] = counts.get(key, 0) + 1
+
+    def _flush_messages(self) -> None:
+        counts, self._message_counts = self._message_counts, {}
+        for (type_, outcome), count in counts.items():
+            child = self._message_children.get((type_, outcome))
+            if child is None:  # label lookups cost more than the count itself: cache them
+                child = self.messages_total.labels(type=type_, outcome=outcome)
+                if len(self._message_children) < 4 * DEFAULT_MAX_LABEL_VALUES:
+                    self._message_children[(type_, outcome)] = child
+            child.inc(count)
 
     def rate_limit_hit(self, scope: str) -> None:
         """Count a rate limit hit; ``scope`` e.g. ``"handshake"``, ``"user"``, ``"message"``."""
@@ -302,6 +318,20 @@ class Metrics:
         for type_ in sorted(types):
             for outcome in sorted(outcomes):
                 self.messages_total.labels(type=type_, outcome=outcome)
+
+
+class _BeforeScrape:
+    """A collector with no metrics of its own: runs ``action`` when scraped."""
+
+    def __init__(self, action: Callable[[], None]) -> None:
+        self._action = action
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        self._action()
+        return iter(())
 
 
 class FastHistogram:

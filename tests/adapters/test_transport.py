@@ -17,8 +17,16 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from tests.conftest import ALLOWED_ORIGIN, AUDIENCE, ISSUER, SECRET, make_token, welcome
-from wsguard.adapters.websockets import GuardedService, serve
+from tests.conftest import (
+    ALLOWED_ORIGIN,
+    AUDIENCE,
+    ISSUER,
+    SECRET,
+    exchange,
+    make_token,
+    welcome,
+)
+from wsguard.adapters.websockets import READ_CHUNK, GuardedService, serve
 from wsguard.config import CredentialsConfig, GuardConfig, JwtConfig, OriginConfig
 from wsguard.core.client_ip import NetworkConfig
 from wsguard.core.guard import Guard
@@ -135,3 +143,22 @@ def test_cookie_source_needs_an_allow_list() -> None:
 
     with pytest.raises(ConfigurationError, match="credentials.cookie"):
         GuardConfig(jwt=JWT, credentials=CredentialsConfig(cookie="t"))
+
+
+async def test_reads_in_bounded_chunks_and_a_message_spanning_reads_arrives_whole() -> None:
+    """Sockets are read 64 KiB at a time (asyncio's 256 KiB read buffer came from
+    mmap, one per message); a frame of nearly 64 KiB spans two reads and arrives whole."""
+    guard = Guard(GuardConfig(jwt=JWT))
+    install_demo(guard)
+    async with serve(guard, "127.0.0.1", 0) as service:
+        url = f"ws://127.0.0.1:{service.port}/ws"
+        headers = {"Authorization": f"Bearer {make_token('bulk')}"}
+        async with connect(url, additional_headers=headers, max_size=None) as ws:
+            info = await welcome(ws)
+            assert service.server is not None
+            (connection,) = service.server.connections
+            assert connection.transport.max_size == READ_CHUNK == 64 * 1024  # type: ignore[attr-defined]
+            text = "a" * (65536 - 200)  # the envelope fits in the 64 KiB message limit
+            message = {"type": "chat", "id": "big-1", "payload": {"text": text}}
+            reply = await exchange(ws, {**message, "csrfToken": info["csrfToken"]})
+            assert reply["payload"]["text"] == text
