@@ -62,6 +62,11 @@ ECHO_SCENARIOS = (
     ("echo_50_markup", 50, True),
 )
 HANDSHAKE_SCENARIOS = (("handshake_fresh", True), ("handshake_reuse", False))
+# With uvloop installed: the guarded server on uvloop against the bare one on
+# asyncio's default loop (what `wsguard serve` gives a user who installed
+# `wsguard[speed]`, against the server they would otherwise run).
+UVLOOP_ECHO_SCENARIOS = (("echo_50_plain_uvloop", 50, False),)
+UVLOOP_HANDSHAKE_SCENARIOS = (("handshake_reuse_uvloop", False),)
 HANDSHAKE_WORKERS = 10
 
 
@@ -116,21 +121,31 @@ def _git() -> dict[str, Any] | None:
     return {"commit": commit or None, "dirty": bool(status.strip())}
 
 
+def uvloop_version() -> str | None:
+    return _version("uvloop") if importlib.util.find_spec("uvloop") is not None else None
+
+
 async def run_network(
     args: argparse.Namespace, log_dir: Path
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     scenarios: dict[str, Any] = {}
-    with network.Servers(log_dir) as servers:
-        for name, clients, markup in ECHO_SCENARIOS:
+    uvloop = uvloop_version() is not None
+    with network.Servers(log_dir, uvloop=uvloop) as servers:
+        echo = [(spec, servers.pair()) for spec in ECHO_SCENARIOS]
+        shakes = [(spec, servers.pair()) for spec in HANDSHAKE_SCENARIOS]
+        if uvloop:
+            echo += [(spec, servers.pair("uvloop")) for spec in UVLOOP_ECHO_SCENARIOS]
+            shakes += [(spec, servers.pair("uvloop")) for spec in UVLOOP_HANDSHAKE_SCENARIOS]
+        for (name, clients, markup), pair in echo:
             log(f"echo: {name}")
             scenario = await network.echo_scenario(
-                servers, name, clients, markup, args.rounds, args.seconds, log
+                pair, name, clients, markup, args.rounds, args.seconds, log
             )
             scenarios[name] = scenario.summary()
-        for name, fresh in HANDSHAKE_SCENARIOS:
+        for (name, fresh), pair in shakes:
             log(f"handshakes: {name}")
             scenario = await network.handshake_scenario(
-                servers, name, fresh, HANDSHAKE_WORKERS, args.rounds, args.seconds, log
+                pair, name, fresh, HANDSHAKE_WORKERS, args.rounds, args.seconds, log
             )
             scenarios[name] = scenario.summary()
     log(f"memory: {args.connections} idle connections per server")
@@ -152,7 +167,7 @@ def _fmt_rates(summary: dict[str, Any], kind: str) -> str:
 def table_rows(results: dict[str, Any]) -> list[tuple[str, str, str]]:
     rows: list[tuple[str, str, str]] = []
     details = results["network"]
-    for name, _, _ in ECHO_SCENARIOS:
+    for name in [n for n, _, _ in ECHO_SCENARIOS + UVLOOP_ECHO_SCENARIOS if n in details]:
         s = details[name]
         rows.append(
             (
@@ -173,7 +188,7 @@ def table_rows(results: dict[str, Any]) -> list[tuple[str, str, str]]:
                     f"{k['loadgen_cpu_util']:.2f}",
                 )
             )
-    for name, _ in HANDSHAKE_SCENARIOS:
+    for name in [n for n, _ in HANDSHAKE_SCENARIOS + UVLOOP_HANDSHAKE_SCENARIOS if n in details]:
         s = details[name]
         rows.append(
             (
@@ -193,7 +208,8 @@ def table_rows(results: dict[str, Any]) -> list[tuple[str, str, str]]:
                     f"us/handshake, util {k['server_cpu_util']:.2f}",
                 )
             )
-    rows.append(("uvloop ratio", "-", "uvloop not installed"))
+    if results["uvloop"] == "not installed":
+        rows.append(("uvloop ratio", "-", "uvloop not installed"))
     for name, p in results["pipeline"]["paths"].items():
         rows.append((f"pipeline {name} p50 us", f"{p['p50']:.2f}", f"p99 {p['p99']:.2f} us"))
     for name, p in results["pipeline"]["stages"].items():
@@ -298,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     results["memory"] = memory
     results["memory_kib_per_conn_extra"] = round(memory["kib_per_conn_extra"], 3)
-    results["uvloop"] = "not installed" if importlib.util.find_spec("uvloop") is None else "skipped"
+    results["uvloop"] = uvloop_version() or "not installed"
     results["duration_s"] = round(time.perf_counter() - started, 1)
     print()
     print_table(table_rows(results))

@@ -15,7 +15,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -102,20 +102,31 @@ class ServerProcess:
 
 
 class Servers:
-    """The bare and the guarded server; both stopped on exit, even on error."""
+    """The bare and the guarded server; both stopped on exit, even on error.
 
-    def __init__(self, log_dir: Path) -> None:
+    With ``uvloop``, also a guarded server on uvloop, under the key ``"uvloop"``:
+    :meth:`pair` with it compares guarded-on-uvloop with bare-on-asyncio.
+    """
+
+    def __init__(self, log_dir: Path, *, uvloop: bool = False) -> None:
         self.log_dir = log_dir
+        self.uvloop = uvloop
         self.by_kind: dict[str, ServerProcess] = {}
 
     def __enter__(self) -> Servers:
         try:
             for kind in KINDS:
-                self.by_kind[kind] = ServerProcess(kind, self.log_dir)
+                self.by_kind[kind] = ServerProcess(kind, self.log_dir, "--loop", "asyncio")
+            if self.uvloop:
+                self.by_kind["uvloop"] = ServerProcess("guarded", self.log_dir, "--loop", "uvloop")
         except BaseException:
             self.stop()
             raise
         return self
+
+    def pair(self, guarded: str = "guarded") -> dict[str, ServerProcess]:
+        """The bare server and the guarded one named ``guarded``, by role."""
+        return {"bare": self.by_kind["bare"], "guarded": self.by_kind[guarded]}
 
     def __exit__(
         self,
@@ -219,7 +230,7 @@ async def _echo_round(
 
 
 async def echo_scenario(
-    servers: Servers,
+    servers: Mapping[str, ServerProcess],
     name: str,
     clients_per_server: int,
     markup: bool,
@@ -298,7 +309,7 @@ class TokenPool:
 
 
 async def handshake_scenario(
-    servers: Servers,
+    servers: Mapping[str, ServerProcess],
     name: str,
     fresh: bool,
     workers: int,

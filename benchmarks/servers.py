@@ -1,6 +1,6 @@
 """The two servers under test, each run in its own process.
 
-``python -m benchmarks.servers bare|guarded [--audit PATH] [--profile OUT]``
+``python -m benchmarks.servers bare|guarded [--loop asyncio|uvloop] [--audit PATH] [--profile OUT]``
 
 * ``bare``: a plain ``websockets`` echo server (every text message sent back).
 * ``guarded``: the same behind wsguard with everything on: JWT at the handshake,
@@ -33,6 +33,7 @@ from websockets.asyncio.server import serve as websockets_serve
 from benchmarks.common import HOST, AdminOnly, EchoMarkup, EchoPlain, guarded_config, raise_nofile
 from wsguard.adapters.websockets import Context
 from wsguard.adapters.websockets import serve as guarded_serve
+from wsguard.cli import event_loop_factory
 from wsguard.core.decisions import Message
 from wsguard.runtime import build_runtime
 
@@ -103,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("kind", choices=("bare", "guarded"))
     parser.add_argument("--audit", type=Path, help="the audit log file (guarded)")
     parser.add_argument("--profile", type=Path, help="write a cProfile of the run here")
+    parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")
     args = parser.parse_args(argv)
     raise_nofile()
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
@@ -112,7 +114,9 @@ def main(argv: list[str] | None = None) -> int:
         if profiler is not None:
             profiler.enable()
         try:
-            asyncio.run(_main(args.kind, audit_path))
+            factory = event_loop_factory(args.loop)  # as `wsguard serve --loop` does
+            with asyncio.Runner(loop_factory=factory) as runner:
+                runner.run(_main(args.kind, audit_path))
         finally:
             if profiler is not None:
                 profiler.disable()

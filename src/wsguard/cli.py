@@ -9,6 +9,7 @@ import re
 import secrets
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +91,14 @@ def main() -> None:
 @click.option("--http-port", type=int, help="HTTP API port: tickets, admin, health, metrics.")
 @click.option("--tls-cert", type=click.Path(dir_okay=False), help="PEM certificate: serve wss://.")
 @click.option("--tls-key", type=click.Path(dir_okay=False), help="PEM private key for --tls-cert.")
+@click.option(
+    "--loop",
+    "loop_name",
+    type=click.Choice(["auto", "uvloop", "asyncio"]),
+    default="auto",
+    show_default=True,
+    help="Event loop: auto uses uvloop when installed (pip install 'wsguard[speed]').",
+)
 def serve(
     config_path: str | None,
     host: str | None,
@@ -97,6 +106,7 @@ def serve(
     http_port: int | None,
     tls_cert: str | None,
     tls_key: str | None,
+    loop_name: str,
 ) -> None:
     """Run the guarded demo chat server until Ctrl-C or SIGTERM."""
     overrides: dict[str, dict[str, Any]] = {}
@@ -112,15 +122,37 @@ def serve(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("websockets").setLevel(logging.WARNING)
     try:
+        loop_factory = event_loop_factory(loop_name)
         config, generated = resolve_config(config_path, overrides or None)
         runtime = build_runtime(config)
     except ConfigurationError as exc:
         _fail(exc)
         return
     try:
-        asyncio.run(_serve(runtime, generated))
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            runner.run(_serve(runtime, generated))
     finally:
         runtime.close()
+
+
+def event_loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The loop ``wsguard serve`` runs on: uvloop when asked or (``auto``) installed.
+
+    Raises:
+        ConfigurationError: ``uvloop`` was asked for and is not installed.
+    """
+    if name == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        if name == "uvloop":
+            raise ConfigurationError(
+                "--loop", "uvloop is not installed: pip install 'wsguard[speed]'"
+            ) from None
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
 
 
 async def _serve(runtime: Runtime, generated_secret: bool) -> None:
@@ -135,6 +167,7 @@ async def _serve(runtime: Runtime, generated_secret: bool) -> None:
         loop.add_signal_handler(sig, stop.set)
     for note in runtime.notes:
         click.echo(note)
+    click.echo(f"Event loop: {type(loop).__module__.partition('.')[0]}")
     async with guarded_serve(
         runtime.guard, reputation=runtime.reputation, **runtime.serve_options
     ) as service:

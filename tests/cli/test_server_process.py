@@ -246,3 +246,68 @@ def test_production_refuses_to_start(tmp_path: Path, env: dict[str, str], settin
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and setting in lines[0], result.stderr
+
+
+@pytest.mark.parametrize("loop_name", ["uvloop", "asyncio"])
+def test_serves_and_shuts_down_on_either_event_loop(tmp_path: Path, loop_name: str) -> None:
+    """`--loop` picks the loop (auto: uvloop when installed); both serve a chat and
+    close with 1001 on SIGTERM."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "wsguard.cli", "serve", "--port", str(port), "--loop", loop_name],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=_env(tmp_path),
+        cwd=tmp_path,
+    )
+    assert process.stdout is not None
+    try:
+        output = ""
+        deadline = time.monotonic() + 20
+        while "Ctrl-C" not in output and time.monotonic() < deadline:
+            line = process.stdout.readline()
+            if not line:
+                break
+            output += line
+        assert f"Event loop: {loop_name}" in output, output
+        server = Server(process, port, 0, tmp_path)
+
+        async def chat_then_sigterm() -> int | None:
+            headers = {"Authorization": f"Bearer {server.token()}"}
+            async with connect(server.url, additional_headers=headers, open_timeout=5) as ws:
+                csrf = json.loads(await ws.recv())["payload"]["csrfToken"]
+                chat = {"type": "chat", "payload": {"text": "<b>hi</b>"}, "csrfToken": csrf}
+                await ws.send(json.dumps(chat))
+                assert json.loads(await ws.recv())["payload"]["text"] == "<b>hi</b>"
+                process.send_signal(signal.SIGTERM)
+                with pytest.raises(ConnectionClosed):
+                    async with asyncio.timeout(10):
+                        await ws.recv()
+                return ws.close_code
+
+        assert asyncio.run(chat_then_sigterm()) == 1001
+        assert process.wait(15) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        process.stdout.close()
+
+
+def test_loop_uvloop_without_uvloop_installed_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # import uvloop now fails
+    result = CliRunner().invoke(main, ["serve", "--loop", "uvloop"], env=_env(tmp_path))
+    assert result.exit_code != 0
+    assert "uvloop is not installed" in result.output
+
+
+def test_auto_falls_back_to_asyncio_without_uvloop(monkeypatch: pytest.MonkeyPatch) -> None:
+    from wsguard.cli import event_loop_factory
+
+    assert event_loop_factory("asyncio") is None
+    assert event_loop_factory("auto") is not None  # uvloop is a dev dependency
+    monkeypatch.setitem(sys.modules, "uvloop", None)
+    assert event_loop_factory("auto") is None
