@@ -222,7 +222,8 @@ def table_rows(results: dict[str, Any]) -> list[tuple[str, str, str]]:
         (
             "memory extra KiB per idle connection",
             f"{memory['kib_per_conn_extra']:.2f}",
-            f"{memory['connections']} connections; bare {memory['bare']['kib_per_conn']:.2f}, "
+            f"{memory['connections']} connections, median of {memory['rounds']}; "
+            f"bare {memory['bare']['kib_per_conn']:.2f}, "
             f"guarded {memory['guarded']['kib_per_conn']:.2f} KiB/connection",
         )
     )

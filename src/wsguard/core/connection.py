@@ -82,6 +82,32 @@ class ConnectionPolicy:
         exempt: the client IP is in ``exempt_ips`` (no IP ban on abuse).
     """
 
+    __slots__ = (
+        "_clock",
+        "_csrf_grace",
+        "_dec_hook",
+        "_decoder",
+        "_expires_limit",
+        "_guard",
+        "_leeway",
+        "_max_bytes",
+        "_next_rate_audit",
+        "_previous_csrf",
+        "_previous_csrf_until",
+        "_refuse_signatures",
+        "_restricted",
+        "_signatures",
+        "_track_idle",
+        "_types",
+        "_user_bucket_held",
+        "closed",
+        "exempt",
+        "limiter",
+        "rate_key",
+        "scorer",
+        "session",
+    )
+
     def __init__(self, *, guard: Guard, session: Session, rate_key: str, exempt: bool) -> None:
         config = guard.config
         now = guard.clock.now()

@@ -302,10 +302,9 @@ class Backoff:
         self._max = config.backoff_max
         self._window = config.violation_window
         self._disconnect_at = config.violations_to_disconnect
-        # Enough history to reach both the cap and the disconnect; no more.
-        to_cap = math.ceil(math.log2(self._max / self._base)) + 1
-        history = min(_MAX_VIOLATION_HISTORY, max(self._disconnect_at, to_cap))
-        self._times: deque[float] = deque(maxlen=history)
+        # Made at the first violation: most connections never have one, and an
+        # empty deque costs about 600 bytes per connection.
+        self._times: deque[float] | None = None
         self._until = -math.inf
 
     def blocked_for(self, now: float) -> float:
@@ -324,6 +323,11 @@ class Backoff:
             violations inside the window have reached ``violations_to_disconnect``.
         """
         times = self._times
+        if times is None:
+            # Enough history to reach both the cap and the disconnect; no more.
+            to_cap = math.ceil(math.log2(self._max / self._base)) + 1
+            history = min(_MAX_VIOLATION_HISTORY, max(self._disconnect_at, to_cap))
+            times = self._times = deque(maxlen=history)
         cutoff = now - self._window
         while times and times[0] <= cutoff:
             times.popleft()
@@ -335,6 +339,8 @@ class Backoff:
 
     def violations(self, now: float) -> int:
         """The violations inside the last ``violation_window`` seconds."""
+        if self._times is None:
+            return 0
         cutoff = now - self._window
         return sum(1 for t in self._times if t > cutoff)
 
