@@ -67,6 +67,8 @@ def test_duplicates_are_refused_on_both_paths() -> None:
     for text in (
         '{"type":"chat","payload":{"a":1,"a":2}}',
         '{"type":"chat","payload":{"a":1,"\\u0061":2}}',
+        '{"type":"chat","payload":{"a" :1,"a":2}}',  # one key end with a space
+        '{"type":"chat","payload":{"a"\t:1,"b":{"a":1,"a":2}}}',
     ):
         assert _outcome(FAST, text) == ("error", ("INVALID_MESSAGE", None))
 
@@ -75,7 +77,15 @@ json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-(10**6), 10**6) | st.text(max_size=8),
     lambda inner: (
         st.lists(inner, max_size=3)
-        | st.lists(st.tuples(st.sampled_from(["a", "b", "text", ":", " x"]), inner), max_size=3)
+        | st.lists(
+            st.tuples(
+                st.sampled_from(["a", "b", "text", ":", " x"]),
+                # Mostly compact, as browsers send; sometimes whitespace before ":".
+                st.sampled_from([":", ":", ":", " :", "\t:", "\n :"]),
+                inner,
+            ),
+            max_size=3,
+        )
     ),
     max_leaves=12,
 )
@@ -84,7 +94,7 @@ json_values = st.recursive(
 def _render(value: Any) -> str:
     """JSON text where lists of pairs become objects, duplicates allowed."""
     if isinstance(value, list) and value and all(isinstance(v, tuple) for v in value):
-        return "{" + ",".join(f"{json.dumps(k)}:{_render(v)}" for k, v in value) + "}"
+        return "{" + ",".join(f"{json.dumps(k)}{sep}{_render(v)}" for k, sep, v in value) + "}"
     if isinstance(value, list):
         return "[" + ",".join(_render(v) for v in value) + "]"
     return json.dumps(value)

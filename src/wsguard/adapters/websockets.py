@@ -111,6 +111,9 @@ class Live:
         self.pong_waiter: asyncio.Future[float] | None = None
 
 
+_process_event = ServerConnection.process_event
+
+
 class GuardedConnection(ServerConnection):
     """A ``ServerConnection`` that shows client pings to the policy.
 
@@ -152,6 +155,9 @@ class GuardedConnection(ServerConnection):
             return
         if sniffed[:4] == b"GET ":
             self._sniffed = None
+            # From now on the transport calls websockets directly: no sniffing
+            # layer left on the per-message path.
+            self.data_received = super().data_received  # type: ignore[method-assign]
             super().data_received(bytes(sniffed))
             return
         self._plain_http = True
@@ -178,11 +184,11 @@ class GuardedConnection(ServerConnection):
         super().connection_lost(exc)
 
     def process_event(self, event: Any) -> None:
-        if isinstance(event, Frame) and event.opcode is Opcode.PING and self.policy is not None:
+        if type(event) is Frame and event.opcode is Opcode.PING and self.policy is not None:
             close = self.policy.receive_ping()
             if close is not None:
                 self.protocol.fail(close.code, close.reason)
-        super().process_event(event)
+        _process_event(self, event)
 
 
 class GuardedServer:

@@ -93,6 +93,17 @@ _SLOW_ESCAPE = re.compile(r'\\[^"\\/nrt]')
 _SLOW_MARKERS = ("\x7f", "__proto__", "constructor", "prototype")
 
 
+def _key_ends(text: str) -> int:
+    """How many times ``"`` + optional whitespace + ``:`` occurs in ``text``.
+
+    Compact JSON (what browsers send) has no whitespace after a quote, and then
+    the count is that of ``":``, which ``str.count`` finds without the regex.
+    """
+    if '" ' in text or '"\t' in text or '"\n' in text or '"\r' in text:
+        return len(_KEY_END.findall(text))
+    return text.count('":')
+
+
 def _count_keys(value: Any) -> int:
     count = 0
     if type(value) is dict:
@@ -177,7 +188,7 @@ class EnvelopeDecoder:
             raise EnvelopeError(ErrorCode.INVALID_MESSAGE, "invalid JSON") from None
         if type(obj) is not dict:
             raise EnvelopeError(ErrorCode.INVALID_MESSAGE, "not a JSON object")
-        if _count_keys(obj) != len(_KEY_END.findall(text)):
+        if _count_keys(obj) != _key_ends(text):
             return None  # perhaps a duplicate key: let the exact parser decide
         return obj
 
