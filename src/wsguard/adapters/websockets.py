@@ -181,6 +181,7 @@ class GuardedConnection(ServerConnection):
         # against the peer's attempt budget, so that slow-loris costs a budget.
         if self.request is None and not self._plain_http and self.guarded is not None:
             self.guarded.handshake_dropped(_peer_ip(self))
+        self.__dict__.pop("data_received", None)  # the bound method refers back to self
         super().connection_lost(exc)
 
     def process_event(self, event: Any) -> None:
