@@ -34,7 +34,6 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
-    Histogram,
     generate_latest,
 )
 from prometheus_client.core import HistogramMetricFamily, Metric
@@ -231,11 +230,8 @@ class Metrics:
             self._guard,
             ("name",),
         )
-        self.handshake_seconds = Histogram(
-            "wsguard_handshake_seconds",
-            "Handshake duration in seconds.",
-            buckets=HANDSHAKE_BUCKETS,
-            registry=r,
+        self.handshake_seconds = FastHistogram(
+            "wsguard_handshake_seconds", "Handshake duration in seconds.", HANDSHAKE_BUCKETS, r
         )
         self.message_pipeline_seconds = FastHistogram(
             "wsguard_message_pipeline_seconds",
