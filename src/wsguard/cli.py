@@ -182,11 +182,13 @@ async def _serve(runtime: Runtime, generated_secret: bool) -> None:
             token = issue_token(config.jwt, "demo", ["user"], 3600, runtime.guard.clock.now())
             click.echo("No jwt.secret configured: made a random one for this run.")
             click.echo(f"Demo token (sub=demo, roles=user, 1 h):\n  {token}")
-            click.echo("Connect from another terminal:")
+            click.echo("Connect from another terminal (prints the welcome frame):")
             click.echo(
-                '  .venv/bin/python -c "from websockets.sync.client import connect; '
-                f"c = connect('{url}', additional_headers={{'Authorization': 'Bearer {token}'}}); "
-                'print(c.recv())"'
+                '.venv/bin/python -c "\n'
+                "from websockets.sync.client import connect\n"
+                f"with connect('{url}', additional_headers="
+                f"{{'Authorization': 'Bearer {token}'}}) as c:\n"
+                '    print(c.recv())"'
             )
         click.echo("Ctrl-C stops it.")
         await stop.wait()

@@ -311,3 +311,45 @@ def test_auto_falls_back_to_asyncio_without_uvloop(monkeypatch: pytest.MonkeyPat
     assert event_loop_factory("auto") is not None  # uvloop is a dev dependency
     monkeypatch.setitem(sys.modules, "uvloop", None)
     assert event_loop_factory("auto") is None
+
+
+def test_printed_connect_command_works_without_warnings(tmp_path: Path) -> None:
+    """With no secret configured, `serve` prints a token and a command; the command
+    (run as printed, with Python's warnings as errors) prints the welcome frame."""
+    port = free_port()
+    env = _env(tmp_path)
+    del env["WSGUARD_JWT_SECRET"]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "wsguard.cli", "serve", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert process.stdout is not None
+    try:
+        output = ""
+        deadline = time.monotonic() + 20
+        while "Ctrl-C" not in output and time.monotonic() < deadline:
+            line = process.stdout.readline()
+            if not line:
+                break
+            output += line
+        start = output.index(".venv/bin/python -c")
+        command = output[start : output.index('print(c.recv())"', start) + len('print(c.recv())"')]
+        command = command.replace(".venv/bin/python", f"{sys.executable} -W error", 1)
+        ran = subprocess.run(
+            ["bash", "-c", command], capture_output=True, text=True, timeout=20, check=False
+        )
+        assert ran.returncode == 0, ran.stderr
+        assert json.loads(ran.stdout)["type"] == "welcome"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(15)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+            process.stdout.close()
