@@ -184,7 +184,8 @@ def table_rows(results: dict[str, Any]) -> list[tuple[str, str, str]]:
                     f"  {kind} round trips/s (median)",
                     f"{k['rate_median']:.0f}",
                     f"rounds {_fmt_rates(s, kind)}; server CPU {k['server_cpu_us_per_op']} "
-                    f"us/msg, util {k['server_cpu_util']:.2f}; load gen util "
+                    f"us/msg ({k['server_kernel_us_per_op']} in the kernel), "
+                    f"util {k['server_cpu_util']:.2f}; load gen util "
                     f"{k['loadgen_cpu_util']:.2f}",
                 )
             )
