@@ -128,29 +128,32 @@ def uvloop_version() -> str | None:
 async def run_network(
     args: argparse.Namespace, log_dir: Path
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    scenarios: dict[str, Any] = {}
     uvloop = uvloop_version() is not None
-    with network.Servers(log_dir, uvloop=uvloop) as servers:
-        echo = [(spec, servers.pair()) for spec in ECHO_SCENARIOS]
-        shakes = [(spec, servers.pair()) for spec in HANDSHAKE_SCENARIOS]
-        if uvloop:
-            echo += [(spec, servers.pair("uvloop")) for spec in UVLOOP_ECHO_SCENARIOS]
-            shakes += [(spec, servers.pair("uvloop")) for spec in UVLOOP_HANDSHAKE_SCENARIOS]
-        for (name, clients, markup), pair in echo:
-            log(f"echo: {name}")
-            scenario = await network.echo_scenario(
-                pair, name, clients, markup, args.rounds, args.seconds, log
-            )
-            scenarios[name] = scenario.summary()
-        for (name, fresh), pair in shakes:
-            log(f"handshakes: {name}")
-            scenario = await network.handshake_scenario(
-                pair, name, fresh, HANDSHAKE_WORKERS, args.rounds, args.seconds, log
-            )
-            scenarios[name] = scenario.summary()
+    echo = [(spec, "guarded") for spec in ECHO_SCENARIOS]
+    shakes = [(spec, "guarded") for spec in HANDSHAKE_SCENARIOS]
+    if uvloop:
+        echo += [(spec, "uvloop") for spec in UVLOOP_ECHO_SCENARIOS]
+        shakes += [(spec, "uvloop") for spec in UVLOOP_HANDSHAKE_SCENARIOS]
+    scenarios = {spec[0]: network.Scenario(spec[0]) for spec, _ in [*echo, *shakes]}
+    for index in range(args.rounds):
+        log(f"round {index + 1} of {args.rounds}: fresh servers")
+        with network.Servers(log_dir, uvloop=uvloop) as servers:
+            for (name, clients, markup), guarded in echo:
+                await network.echo_pair_round(
+                    servers.pair(guarded), scenarios[name], clients, markup, args.seconds, log
+                )
+            for (name, fresh), guarded in shakes:
+                await network.handshake_pair_round(
+                    servers.pair(guarded),
+                    scenarios[name],
+                    fresh,
+                    HANDSHAKE_WORKERS,
+                    args.seconds,
+                    log,
+                )
     log(f"memory: {args.connections} idle connections per server")
     memory = await network.memory_scenario(log_dir, args.connections, log)
-    return scenarios, memory
+    return {name: scenario.summary() for name, scenario in scenarios.items()}, memory
 
 
 def lookup(results: dict[str, Any], key: str) -> float:
@@ -289,6 +292,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.ERROR, stream=sys.stderr)
     raise_nofile(max(16_384, args.connections * 3))
+    plan = network.PLAN
+    network.pin_load_generator()
     started = time.perf_counter()
     results: dict[str, Any] = {"machine": machine(), "started": time.time()}
     results["settings"] = {
@@ -297,6 +302,7 @@ def main(argv: list[str] | None = None) -> int:
         "connections": args.connections,
         "iterations": args.iterations,
         "handshake_workers": HANDSHAKE_WORKERS,
+        "cpus": None if plan is None else {"servers": plan[0], "load_generator": plan[1]},
     }
     signatures = timed("signatures (ReDoS)", worst_case_ms)
     results["signatures_ms"] = {k: round(v, 3) for k, v in signatures.items()}

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -59,34 +60,45 @@ def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
-    port, http_port = free_port(), free_port()
+@contextmanager
+def serving(
+    tmp_path: Path, *args: str, env: dict[str, str] | None = None
+) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """`wsguard serve ARGS` in a process, once it printed "Ctrl-C"; with its output.
+
+    Killed on the way out if it is still running.
+    """
     process = subprocess.Popen(
-        [sys.executable, "-m", "wsguard.cli", "serve", "--port", str(port)]
-        + ["--http-port", str(http_port)],
+        [sys.executable, "-m", "wsguard.cli", "serve", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        env=_env(tmp_path),
+        env=_env(tmp_path) if env is None else env,
         cwd=tmp_path,
     )
     assert process.stdout is not None
-    output = ""
-    deadline = time.monotonic() + 20
-    while "Ctrl-C" not in output and time.monotonic() < deadline:
-        line = process.stdout.readline()
-        if not line:
-            break
-        output += line
-    assert "Ctrl-C" in output, output
     try:
-        yield Server(process, port, http_port, tmp_path)
+        output = ""
+        deadline = time.monotonic() + 20
+        while "Ctrl-C" not in output and time.monotonic() < deadline:
+            line = process.stdout.readline()
+            if not line:
+                break
+            output += line
+        assert "Ctrl-C" in output, output
+        yield process, output
     finally:
         if process.poll() is None:
             process.kill()
             process.wait()
         process.stdout.close()
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    port, http_port = free_port(), free_port()
+    with serving(tmp_path, "--port", str(port), "--http-port", str(http_port)) as (process, _):
+        yield Server(process, port, http_port, tmp_path)
 
 
 async def _open_many(server: Server, count: int, secrets_seen: list[str]) -> list[object]:
@@ -253,23 +265,7 @@ def test_serves_and_shuts_down_on_either_event_loop(tmp_path: Path, loop_name: s
     """`--loop` picks the loop (auto: uvloop when installed); both serve a chat and
     close with 1001 on SIGTERM."""
     port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "wsguard.cli", "serve", "--port", str(port), "--loop", loop_name],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=_env(tmp_path),
-        cwd=tmp_path,
-    )
-    assert process.stdout is not None
-    try:
-        output = ""
-        deadline = time.monotonic() + 20
-        while "Ctrl-C" not in output and time.monotonic() < deadline:
-            line = process.stdout.readline()
-            if not line:
-                break
-            output += line
+    with serving(tmp_path, "--port", str(port), "--loop", loop_name) as (process, output):
         assert f"Event loop: {loop_name}" in output, output
         server = Server(process, port, 0, tmp_path)
 
@@ -288,11 +284,6 @@ def test_serves_and_shuts_down_on_either_event_loop(tmp_path: Path, loop_name: s
 
         assert asyncio.run(chat_then_sigterm()) == 1001
         assert process.wait(15) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        process.stdout.close()
 
 
 def test_loop_uvloop_without_uvloop_installed_is_refused(
@@ -316,40 +307,16 @@ def test_auto_falls_back_to_asyncio_without_uvloop(monkeypatch: pytest.MonkeyPat
 def test_printed_connect_command_works_without_warnings(tmp_path: Path) -> None:
     """With no secret configured, `serve` prints a token and a command; the command
     (run as printed, with Python's warnings as errors) prints the welcome frame."""
-    port = free_port()
     env = _env(tmp_path)
     del env["WSGUARD_JWT_SECRET"]
-    process = subprocess.Popen(
-        [sys.executable, "-m", "wsguard.cli", "serve", "--port", str(port)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-    )
-    assert process.stdout is not None
-    try:
-        output = ""
-        deadline = time.monotonic() + 20
-        while "Ctrl-C" not in output and time.monotonic() < deadline:
-            line = process.stdout.readline()
-            if not line:
-                break
-            output += line
+    with serving(tmp_path, "--port", str(free_port()), env=env) as (process, output):
         start = output.index(".venv/bin/python -c")
-        command = output[start : output.index('print(c.recv())"', start) + len('print(c.recv())"')]
-        command = command.replace(".venv/bin/python", f"{sys.executable} -W error", 1)
+        end = output.index('print(c.recv())"', start) + len('print(c.recv())"')
+        command = output[start:end].replace(".venv/bin/python", f"{sys.executable} -W error", 1)
         ran = subprocess.run(
             ["bash", "-c", command], capture_output=True, text=True, timeout=20, check=False
         )
         assert ran.returncode == 0, ran.stderr
         assert json.loads(ran.stdout)["type"] == "welcome"
-    finally:
         process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(15)
-        finally:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
-            process.stdout.close()
+        assert process.wait(15) == 0
