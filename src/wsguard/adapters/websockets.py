@@ -327,7 +327,9 @@ class GuardedServer:
         observe = guard.metrics.message_pipeline_seconds.observe
         count = guard.metrics.message
         try:
-            await connection.send(accepted.welcome, text=True)
+            welcome, accepted = accepted.welcome, None  # held by no one once sent
+            await connection.send(welcome, text=True)
+            del welcome
             for hook in guard.connect_hooks:
                 await hook(ctx)
             async for frame in connection:
