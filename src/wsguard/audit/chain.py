@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import json.encoder
 from dataclasses import dataclass
 from typing import Any
 
@@ -98,6 +99,35 @@ class AuditLogError(WSGuardError):
 def canonical(value: Any) -> str:
     """The canonical JSON text that is signed and stored."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+# What json.dumps(ensure_ascii=False) itself uses for strings (the C version).
+_encode_str = json.encoder.encode_basestring
+_INFINITY = float("inf")
+
+
+def _json(value: Any) -> str:
+    """``canonical(value)`` for a scalar, without building an encoder."""
+    if value is None:
+        return "null"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    kind = type(value)
+    if kind is str:
+        return _encode_str(value)
+    if kind is int:
+        return int.__repr__(value)
+    if kind is float:
+        if value != value:
+            return "NaN"
+        if value == _INFINITY:
+            return "Infinity"
+        if value == -_INFINITY:
+            return "-Infinity"
+        return float.__repr__(value)
+    return canonical(value)  # subclasses and anything else: json's own rules
 
 
 def _mac(key: bytes, text: str) -> str:
@@ -224,8 +254,35 @@ class Chain:
             "time": float(event.time),
             "user": _text(event.user),
         }
-        head_text = canonical(head)[:-1]  # without the closing brace
-        tail_text = canonical(tail)[1:]  # without the opening brace
+        # The same text as canonical(head)[:-1] and canonical(tail)[1:], written
+        # out: the keys' order is fixed, and json.dumps would rebuild an encoder
+        # per call (a property test holds the two equal).
+        details = head["details"]
+        head_text = (
+            '{"client_ip":'
+            + _json(head["client_ip"])
+            + ',"details":{'
+            + ",".join(_encode_str(k) + ":" + _json(details[k]) for k in sorted(details))
+            + '},"event":'
+            + _json(head["event"])
+        )
+        tail_text = (
+            '"prev_hash":'
+            + _json(tail["prev_hash"])
+            + ',"request_id":'
+            + _json(tail["request_id"])
+            + ',"seq":'
+            + _json(seq)
+            + ',"session_id":'
+            + _json(tail["session_id"])
+            + ',"severity":'
+            + _json(tail["severity"])
+            + ',"time":'
+            + _json(tail["time"])
+            + ',"user":'
+            + _json(tail["user"])
+            + "}"
+        )
         digest = _mac(self.key, f"{head_text},{tail_text}")
         record = SignedRecord(head, hash=digest, **tail)
         record.text = f'{head_text},"hash":"{digest}",{tail_text}'
