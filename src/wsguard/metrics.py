@@ -176,6 +176,12 @@ class Metrics:
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
         self._guard = _LabelGuard(allowed_label_values or {}, max_label_values)
         r = self.registry
+        self._message_counts: dict[tuple[str, str], int] = {}
+        self._message_children: dict[tuple[str, str], Counter] = {}
+        self._scrape_hooks: list[Callable[[], None]] = []
+        # Registered before every metric: a scrape first moves the pending
+        # message counts into messages_total and runs the hooks that set gauges.
+        r.register(_BeforeScrape(self._before_scrape))
 
         def counter(name: str, doc: str, *labels: str) -> GuardedFamily[Counter]:
             metric = Counter(f"wsguard_{name}", doc, labels, registry=r)
@@ -190,11 +196,6 @@ class Metrics:
         self.handshake_refusals_total = counter(
             "handshake_refusals_total", "Handshakes refused, by reason.", "reason"
         )
-        self._message_counts: dict[tuple[str, str], int] = {}
-        self._message_children: dict[tuple[str, str], Counter] = {}
-        # Registered before messages_total: a scrape moves the pending counts
-        # into it before reading it.
-        r.register(_BeforeScrape(self._flush_messages))
         self.messages_total = counter(
             "messages_total", "Client messages, by registered type and outcome.", "type", "outcome"
         )
@@ -263,6 +264,19 @@ class Metrics:
         counts = self._message_counts
         key = (type_, outcome)
         counts[key] = counts.get(key, 0) + 1
+
+    def on_scrape(self, hook: Callable[[], None]) -> None:
+        """Run ``hook`` before every scrape, e.g. to set a gauge from live state.
+
+        For values that change on every connection: setting them when scraped
+        costs nothing per connection.
+        """
+        self._scrape_hooks.append(hook)
+
+    def _before_scrape(self) -> None:
+        self._flush_messages()
+        for hook in self._scrape_hooks:
+            hook()
 
     def _flush_messages(self) -> None:
         counts, self._message_counts = self._message_counts, {}

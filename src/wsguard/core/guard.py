@@ -97,6 +97,8 @@ class Guard:
         self.clock: Clock = clock or SystemClock()
         self.verifier = TokenVerifier(config.jwt, self.clock)
         self.metrics = metrics or Metrics()
+        # Gauges of live state are set when scraped, not on every connection.
+        self.metrics.on_scrape(self._report_gauges)
         self._decoder = EnvelopeDecoder(config.messages)
         self._dec_hook = make_dec_hook(html_cleaner or HtmlCleaner())
         self._allowed_origins = config.allowed_origins()
@@ -324,7 +326,6 @@ class Guard:
             self.stuffing.success(key, claims.subject, now)
         allowed, evict = self.sessions.admit(claims.subject, now)
         if not allowed:
-            self.metrics.sessions_users_at_limit.set(self.sessions.users_at_limit())
             return self._reject(429, "sessions per user at cap", "user_sessions", ip)
         session = Session(
             id=new_session_id(),
@@ -407,6 +408,10 @@ class Guard:
 
     # Sessions.
 
+    def _report_gauges(self) -> None:
+        self.metrics.connections_open.set(self.sessions.count())
+        self.metrics.sessions_users_at_limit.set(self.sessions.users_at_limit())
+
     def open_session(self, policy: ConnectionPolicy, handle: object) -> bool:
         """Count a connection that completed its upgrade.
 
@@ -418,9 +423,7 @@ class Guard:
             policy.release()
             return False
         self.sessions.add(policy.session, handle)
-        self.metrics.connections_open.inc()
         self.metrics.connections_total.inc()
-        self.metrics.sessions_users_at_limit.set(self.sessions.users_at_limit())
         return True
 
     def close_session(self, policy: ConnectionPolicy) -> None:
@@ -428,8 +431,6 @@ class Guard:
         self.connections.close(policy.rate_key)
         self.sessions.remove(policy.session.id)
         policy.release()
-        self.metrics.connections_open.dec()
-        self.metrics.sessions_users_at_limit.set(self.sessions.users_at_limit())
 
     def revoke_session(self, session: Session) -> None:
         """Make the session's token unusable until it would have expired (revival prevention)."""
