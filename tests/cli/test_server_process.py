@@ -320,3 +320,53 @@ def test_printed_connect_command_works_without_warnings(tmp_path: Path) -> None:
         assert json.loads(ran.stdout)["type"] == "welcome"
         process.send_signal(signal.SIGTERM)
         assert process.wait(15) == 0
+
+
+@pytest.mark.parametrize("loop_name", ["uvloop", "asyncio"])
+def test_wss_and_plain_http_on_either_event_loop(tmp_path: Path, loop_name: str) -> None:
+    """TLS, a wss chat and a non-GET request on the WebSocket port (read by
+    wsguard itself, not websockets) work on both loops."""
+    import ssl
+    import urllib.error
+    import urllib.request
+
+    from wsguard.tls import make_self_signed
+
+    cert, key = make_self_signed(tmp_path)
+    port = free_port()
+    args = (
+        "--port",
+        str(port),
+        "--loop",
+        loop_name,
+        "--tls-cert",
+        str(cert),
+        "--tls-key",
+        str(key),
+    )
+    with serving(tmp_path, *args) as (process, output):
+        assert f"Event loop: {loop_name}" in output and f"wss://127.0.0.1:{port}" in output
+        context = ssl.create_default_context(cafile=str(cert))
+        token = Server(process, port, 0, tmp_path).token()
+
+        async def chat() -> str:
+            headers = {"Authorization": f"Bearer {token}"}
+            url = f"wss://127.0.0.1:{port}/ws"
+            async with connect(url, ssl=context, additional_headers=headers) as ws:
+                csrf = json.loads(await ws.recv())["payload"]["csrfToken"]
+                chat = {"type": "chat", "payload": {"text": "tls"}, "csrfToken": csrf}
+                await ws.send(json.dumps(chat))
+                text: str = json.loads(await ws.recv())["payload"]["text"]
+                return text
+
+        assert asyncio.run(chat()) == "tls"
+        # POST without credentials: refused by wsguard's own route, over TLS.
+        request = urllib.request.Request(
+            f"https://127.0.0.1:{port}/auth/ticket", data=b"", method="POST"
+        )
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, context=context, timeout=5)
+        assert refused.value.code == 401
+        refused.value.close()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(15) == 0
