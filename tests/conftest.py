@@ -5,7 +5,12 @@ from __future__ import annotations
 import gc
 import json
 import socket
+import subprocess
+import sys
+import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -120,3 +125,37 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+@contextmanager
+def serve_process(
+    cwd: Path, *args: str, env: dict[str, str]
+) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """`wsguard serve ARGS` in a process, once it printed "Ctrl-C"; with its output.
+
+    Killed on the way out if it is still running.
+    """
+    process = subprocess.Popen(
+        [sys.executable, "-m", "wsguard.cli", "serve", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        cwd=cwd,  # the development audit log and its key go here
+    )
+    assert process.stdout is not None
+    try:
+        output = ""
+        deadline = time.monotonic() + 20
+        while "Ctrl-C" not in output and time.monotonic() < deadline:
+            line = process.stdout.readline()
+            if not line:
+                break
+            output += line
+        assert "Ctrl-C" in output, output
+        yield process, output
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        process.stdout.close()

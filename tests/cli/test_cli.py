@@ -7,8 +7,6 @@ import json
 import os
 import re
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 from websockets.sync.client import connect
 
-from tests.conftest import free_port
+from tests.conftest import free_port, serve_process
 from wsguard.cli import main, parse_duration
 from wsguard.config import JwtConfig, load_config
 from wsguard.core.auth import TokenVerifier
@@ -126,23 +124,7 @@ def test_serve_runs_the_demo_and_stops_cleanly_on_sigint(tmp_path: Path) -> None
     """`wsguard serve` (development) prints a working token, serves chat, exits 0 on Ctrl-C."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("WSGUARD_")}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "wsguard.cli", "serve", "--port", str(port)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
-        cwd=tmp_path,  # the development audit log and its key go here
-    )
-    try:
-        assert process.stdout is not None
-        output = ""
-        deadline = time.monotonic() + 20
-        while "Ctrl-C" not in output and time.monotonic() < deadline:
-            line = process.stdout.readline()
-            if not line:
-                break
-            output += line
+    with serve_process(tmp_path, "--port", str(port), env=env) as (process, output):
         match = re.search(r"Bearer ([\w.-]+)", output)
         assert match, output
         with connect(
@@ -169,12 +151,6 @@ def test_serve_runs_the_demo_and_stops_cleanly_on_sigint(tmp_path: Path) -> None
                 ws.recv(timeout=10)
             assert "1001" in str(closed.value)
         assert process.wait(timeout=15) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        if process.stdout is not None:
-            process.stdout.close()
 
 
 def test_unknown_wsguard_variable_is_an_error() -> None:

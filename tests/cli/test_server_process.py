@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import pytest
@@ -19,7 +19,7 @@ from click.testing import CliRunner
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from tests.conftest import free_port
+from tests.conftest import free_port, serve_process
 from wsguard.audit.keys import read_key_file
 from wsguard.audit.verify import verify_file
 from wsguard.cli import main
@@ -60,38 +60,11 @@ def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-@contextmanager
 def serving(
     tmp_path: Path, *args: str, env: dict[str, str] | None = None
-) -> Iterator[tuple[subprocess.Popen[str], str]]:
-    """`wsguard serve ARGS` in a process, once it printed "Ctrl-C"; with its output.
-
-    Killed on the way out if it is still running.
-    """
-    process = subprocess.Popen(
-        [sys.executable, "-m", "wsguard.cli", "serve", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=_env(tmp_path) if env is None else env,
-        cwd=tmp_path,
-    )
-    assert process.stdout is not None
-    try:
-        output = ""
-        deadline = time.monotonic() + 20
-        while "Ctrl-C" not in output and time.monotonic() < deadline:
-            line = process.stdout.readline()
-            if not line:
-                break
-            output += line
-        assert "Ctrl-C" in output, output
-        yield process, output
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        process.stdout.close()
+) -> AbstractContextManager[tuple[subprocess.Popen[str], str]]:
+    """`wsguard serve ARGS` with this module's environment (see ``serve_process``)."""
+    return serve_process(tmp_path, *args, env=_env(tmp_path) if env is None else env)
 
 
 @pytest.fixture
