@@ -167,52 +167,41 @@ def _fmt_rates(summary: dict[str, Any], kind: str) -> str:
     return " ".join(f"{rate:.0f}" for rate in summary[kind]["rates"])
 
 
+def _scenario_rows(
+    name: str, s: dict[str, Any], what: str, unit: str
+) -> list[tuple[str, str, str]]:
+    """The ratio line of one network scenario, then one line per server."""
+    rows = [
+        (
+            f"{name}: guarded/bare {what}",
+            f"{s['ratio_median']:.3f}",
+            f"rounds {' '.join(f'{r:.3f}' for r in s['ratios'])}; "
+            f"by server CPU per op {s['cpu_ratio']}",
+        )
+    ]
+    for kind in network.KINDS:
+        k = s[kind]
+        rows.append(
+            (
+                f"  {kind} {what}/s (median)",
+                f"{k['rate_median']:.0f}",
+                f"rounds {_fmt_rates(s, kind)}; server CPU {k['server_cpu_us_per_op']} "
+                f"us/{unit} ({k['server_kernel_us_per_op']} in the kernel), "
+                f"util {k['server_cpu_util']:.2f}; load gen util {k['loadgen_cpu_util']:.2f}",
+            )
+        )
+    return rows
+
+
 def table_rows(results: dict[str, Any]) -> list[tuple[str, str, str]]:
     rows: list[tuple[str, str, str]] = []
     details = results["network"]
-    for name in [n for n, _, _ in ECHO_SCENARIOS + UVLOOP_ECHO_SCENARIOS if n in details]:
-        s = details[name]
-        rows.append(
-            (
-                f"{name}: guarded/bare round trips",
-                f"{s['ratio_median']:.3f}",
-                f"rounds {' '.join(f'{r:.3f}' for r in s['ratios'])}; "
-                f"by server CPU per op {s['cpu_ratio']}",
-            )
-        )
-        for kind in network.KINDS:
-            k = s[kind]
-            rows.append(
-                (
-                    f"  {kind} round trips/s (median)",
-                    f"{k['rate_median']:.0f}",
-                    f"rounds {_fmt_rates(s, kind)}; server CPU {k['server_cpu_us_per_op']} "
-                    f"us/msg ({k['server_kernel_us_per_op']} in the kernel), "
-                    f"util {k['server_cpu_util']:.2f}; load gen util "
-                    f"{k['loadgen_cpu_util']:.2f}",
-                )
-            )
-    for name in [n for n, _ in HANDSHAKE_SCENARIOS + UVLOOP_HANDSHAKE_SCENARIOS if n in details]:
-        s = details[name]
-        rows.append(
-            (
-                f"{name}: guarded/bare handshakes",
-                f"{s['ratio_median']:.3f}",
-                f"rounds {' '.join(f'{r:.3f}' for r in s['ratios'])}; "
-                f"by server CPU per op {s['cpu_ratio']}",
-            )
-        )
-        for kind in network.KINDS:
-            k = s[kind]
-            rows.append(
-                (
-                    f"  {kind} handshakes/s (median)",
-                    f"{k['rate_median']:.0f}",
-                    f"rounds {_fmt_rates(s, kind)}; server CPU {k['server_cpu_us_per_op']} "
-                    f"us/handshake ({k['server_kernel_us_per_op']} in the kernel), "
-                    f"util {k['server_cpu_util']:.2f}",
-                )
-            )
+    for name, _, _ in ECHO_SCENARIOS + UVLOOP_ECHO_SCENARIOS:
+        if name in details:
+            rows += _scenario_rows(name, details[name], "round trips", "msg")
+    for name, _ in HANDSHAKE_SCENARIOS + UVLOOP_HANDSHAKE_SCENARIOS:
+        if name in details:
+            rows += _scenario_rows(name, details[name], "handshakes", "handshake")
     if results["uvloop"] == "not installed":
         rows.append(("uvloop ratio", "-", "uvloop not installed"))
     for name, p in results["pipeline"]["paths"].items():
