@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
@@ -217,3 +219,35 @@ def test_message_counts_accumulate_across_scrapes_and_registries() -> None:
     )
     assert value(m, "wsguard_messages_total", type="chat", outcome="rejected") == 1
     assert value(m, "wsguard_messages_total", type="chat", outcome="delivered") == 4
+
+
+def test_live_state_gauges_are_read_from_the_guard_when_scraped() -> None:
+    """Open connections and users at the session limit are set at scrape time, not
+    per connection: each scrape reports the registry as it is then."""
+    from wsguard.config import GuardConfig, JwtConfig
+    from wsguard.core.auth import issue_token
+    from wsguard.core.clock import FakeClock
+    from wsguard.core.decisions import Accept, HandshakeRequest
+    from wsguard.core.guard import Guard
+    from wsguard.core.registry import SessionConfig
+
+    clock = FakeClock(1_764_400_000.0)
+    jwt = JwtConfig(secret="metrics-secret-0123456789abcdef0123456789")
+    guard = Guard(
+        GuardConfig(jwt=jwt, sessions=SessionConfig(max_sessions_per_user=2)), clock=clock
+    )
+
+    def opened(sub: str) -> Any:
+        token = issue_token(jwt, sub, ["user"], 600, clock.now())
+        headers = (("authorization", f"Bearer {token}"),)
+        decision = guard.handshake(HandshakeRequest("127.0.0.1", "/ws", "", headers))
+        assert isinstance(decision, Accept)
+        assert guard.open_session(decision.policy, object())
+        return decision.policy
+
+    policies = [opened("alice"), opened("alice"), opened("bob")]
+    assert value(guard.metrics, "wsguard_connections_open") == 3
+    assert value(guard.metrics, "wsguard_sessions_users_at_limit") == 1
+    guard.close_session(policies[0])
+    assert value(guard.metrics, "wsguard_connections_open") == 2
+    assert value(guard.metrics, "wsguard_sessions_users_at_limit") == 0
