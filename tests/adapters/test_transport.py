@@ -26,7 +26,8 @@ from tests.conftest import (
     make_token,
     welcome,
 )
-from wsguard.adapters.websockets import READ_CHUNK, GuardedService, serve
+from wsguard.adapters.connection import READ_CHUNK
+from wsguard.adapters.websockets import GuardedService, serve
 from wsguard.config import CredentialsConfig, GuardConfig, JwtConfig, OriginConfig
 from wsguard.core.client_ip import NetworkConfig
 from wsguard.core.guard import Guard

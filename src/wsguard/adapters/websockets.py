@@ -22,25 +22,20 @@ import dataclasses
 import logging
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from types import TracebackType
 from typing import Any
 
 from websockets.asyncio.server import Server, ServerConnection
 from websockets.asyncio.server import serve as websockets_serve
 from websockets.exceptions import ConnectionClosed
-from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 from websockets.typing import Subprotocol
 
-from wsguard.adapters.http_api import (
-    HttpApiServer,
-    HttpRequest,
-    HttpResponse,
-    parse_buffered,
-    render_response,
-)
+from wsguard.adapters.connection import GuardedConnection, peer_ip
+from wsguard.adapters.fastpath import Resumed, write_text
+from wsguard.adapters.http_api import HttpApiServer, HttpRequest, HttpResponse, render_response
 from wsguard.adapters.routes import Routes
 from wsguard.core.connection import ConnectionPolicy, new_request_id
 from wsguard.core.decisions import Accept, Close, Deliver, HandshakeRequest, Message, Reply
@@ -54,11 +49,6 @@ from wsguard.reputation import Reputation
 logger = logging.getLogger("wsguard")
 
 TICK_S = 1.0  # timers (expiry, lifetime, idle, CSRF rotation, pings) run this often
-# asyncio reads a socket with recv(256 KiB): glibc serves that from mmap unless
-# an earlier large free happened to raise its threshold, and then every message
-# costs an mmap, a munmap and a TLB shootdown (measured: 14 us more kernel time
-# per message, in some runs and not others). 64 KiB comes from the heap.
-READ_CHUNK = 64 * 1024
 
 
 class Context:
@@ -86,14 +76,31 @@ class Context:
 
     async def send(self, kind: str, payload: Any, message_id: str | None = None) -> None:
         """Send a typed frame: ``payload`` is a dict or a msgspec Struct."""
-        await self._connection.send(encode_frame(kind, payload, message_id), text=True)
+        await send_text(self._connection, encode_frame(kind, payload, message_id))
 
     async def reply(self, message: Message, kind: str, payload: Any) -> None:
         """Send a frame that carries the client's ``id`` of ``message``."""
-        await self._connection.send(encode_frame(kind, payload, message.id), text=True)
+        data = encode_frame(kind, payload, message.id)
+        connection = self._connection
+        # Inline: a reply that can be written now costs no coroutine of websockets.
+        if not write_text(connection, data):
+            await connection.send(data, text=True)
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
         await self._connection.close(code, reason)
+
+
+async def send_text(connection: ServerConnection, data: bytes) -> None:
+    """Send a text frame: written at once when possible, else through ``websockets``."""
+    if not write_text(connection, data):
+        await connection.send(data, text=True)
+
+
+async def _send_quietly(connection: ServerConnection, data: bytes) -> None:
+    try:
+        await connection.send(data, text=True)
+    except ConnectionClosed:
+        pass
 
 
 class Live:
@@ -109,87 +116,6 @@ class Live:
         self.context = ctx
         self.ping_sent_at = 0.0
         self.pong_waiter: asyncio.Future[float] | None = None
-
-
-_process_event = ServerConnection.process_event
-
-
-class GuardedConnection(ServerConnection):
-    """A ``ServerConnection`` that shows client pings to the policy.
-
-    ``websockets`` answers pings inside its protocol and offers no hook for
-    them; ``create_connection`` is its documented escape hatch, and
-    ``process_event`` sees every frame after the pong was queued.
-    """
-
-    policy: ConnectionPolicy | None = None
-    guarded: GuardedServer | None = None
-    # Bytes held until the request line shows the method; then None for a
-    # WebSocket (GET) request, which goes to websockets as usual.
-    _sniffed: bytearray | None = None
-    _plain_http = False
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._sniffed = bytearray()
-        if isinstance(getattr(transport, "max_size", None), int):  # asyncio's own transports
-            transport.max_size = READ_CHUNK  # type: ignore[attr-defined]
-        super().connection_made(transport)
-
-    def data_received(self, data: bytes) -> None:
-        """Route non-GET requests (``POST /auth/ticket``, admin) to wsguard's routes.
-
-        ``websockets`` parses only ``GET``; everything else is read here, with
-        the same bounds as the HTTP API port, and answered on this port.
-        """
-        if self._plain_http:
-            if self._sniffed is not None:  # still reading the request
-                self._sniffed += data
-                self._answer_plain_http()
-            return  # answered: whatever follows is never a WebSocket handshake
-        sniffed = self._sniffed
-        if sniffed is None:
-            super().data_received(data)
-            return
-        sniffed += data
-        if len(sniffed) < 4:
-            return
-        if sniffed[:4] == b"GET ":
-            self._sniffed = None
-            # From now on the transport calls websockets directly: no sniffing
-            # layer left on the per-message path.
-            self.data_received = super().data_received  # type: ignore[method-assign]
-            super().data_received(bytes(sniffed))
-            return
-        self._plain_http = True
-        self._answer_plain_http()
-
-    def _answer_plain_http(self) -> None:
-        assert self._sniffed is not None and self.guarded is not None  # help mypy
-        transport = self.transport
-        tls = transport.get_extra_info("ssl_object") is not None
-        # No copy of the buffer per chunk: a client trickling bytes one at a time
-        # costs a bounded search per chunk, not a growing copy.
-        parsed = parse_buffered(self._sniffed, _peer_ip(self), tls)
-        if parsed is None:
-            return
-        self._sniffed = None  # stop buffering; the answer is on its way
-        self.guarded.answer_plain_http(transport, parsed)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        # No request at all by the time the socket went: a handshake that never
-        # completed (open_timeout, or a client that vanished). Count it, and
-        # against the peer's attempt budget, so that slow-loris costs a budget.
-        if self.request is None and not self._plain_http and self.guarded is not None:
-            self.guarded.handshake_dropped(_peer_ip(self))
-        self.__dict__.pop("data_received", None)  # the bound method refers back to self
-        super().connection_lost(exc)
-
-    def process_event(self, event: Any) -> None:
-        if type(event) is Frame and event.opcode is Opcode.PING and self.policy is not None:
-            close = self.policy.receive_ping()
-            if close is not None:
-                self.protocol.fail(close.code, close.reason)
-        _process_event(self, event)
 
 
 class GuardedServer:
@@ -222,7 +148,7 @@ class GuardedServer:
         started = time.perf_counter()
         path, _, query = request.path.partition("?")
         headers = tuple((k.lower(), v) for k, v in request.headers.raw_items())
-        peer = _peer_ip(connection)
+        peer = peer_ip(connection)
         tls = connection.transport.get_extra_info("ssl_object") is not None
         if path != self.guard.config.server.path:
             answer = await self.routes.handle(
@@ -302,7 +228,9 @@ class GuardedServer:
     async def handler(self, connection: ServerConnection) -> None:
         """Drive one upgraded connection through the per-message policy."""
         accepted = self._accepted.pop(connection, None)
-        if accepted is None:  # process_request always stores one; be safe anyway
+        # process_request always stores one, and serve() always makes guarded
+        # connections; be safe anyway.
+        if accepted is None or not isinstance(connection, GuardedConnection):
             await connection.close(1011, "internal error")
             return
         guard = self.guard
@@ -310,8 +238,7 @@ class GuardedServer:
         ctx = Context(connection, policy.session)
         live = Live(connection, policy, ctx)
         live.ping_sent_at = guard.clock.now()
-        if isinstance(connection, GuardedConnection):
-            connection.policy = policy
+        connection.policy = policy
         if accepted.evict is not None:
             # evict_oldest: the oldest session of this user makes room (4409).
             self.close_session(accepted.evict, CloseCode.SESSION_REPLACED, "replaced")
@@ -321,47 +248,57 @@ class GuardedServer:
                 CloseCode.TRY_AGAIN_LATER, CLOSE_REASONS[CloseCode.TRY_AGAIN_LATER]
             )
             return
-        # The per-message loop: locals only, the handler awaited inline.
+        # The per-message path: locals only; it runs inside data_received, and
+        # returns what must still be awaited only when something suspends.
         receive = policy.receive
         clock = time.perf_counter
         observe = guard.metrics.message_pipeline_seconds.observe
         count = guard.metrics.message
+
+        def on_message(frame: str | bytes) -> Awaitable[None] | None:
+            started = clock()
+            decision = receive(frame)
+            observe(clock() - started)
+            if type(decision) is Deliver:
+                message_type = decision.message_type
+                count(message_type.name, "delivered")
+                handler = message_type.handler
+                if handler is None:
+                    return None
+                coro: Any = handler(ctx, decision.message)  # a coroutine, run by hand
+                try:
+                    yielded = coro.send(None)
+                except StopIteration:
+                    return None
+                except ConnectionClosed:
+                    return None
+                except Exception as exc:
+                    return self._handler_failed(connection, decision.message, exc)
+                return self._resume_handler(connection, coro, yielded, decision.message)
+            if type(decision) is Reply:
+                count(decision.type or "-", decision.outcome)
+                if decision.request_id is not None:
+                    logger.info(
+                        "message refused request_id=%s session=%s detail=%s",
+                        decision.request_id,
+                        policy.session.id,
+                        decision.detail,
+                    )
+                if write_text(connection, decision.frame):
+                    return None
+                return _send_quietly(connection, decision.frame)
+            assert isinstance(decision, Close)  # help mypy
+            count("-", "closed")
+            connection.discard_messages()
+            return self._close(connection, policy.session, decision)
+
         try:
             welcome, accepted = accepted.welcome, None  # held by no one once sent
-            await connection.send(welcome, text=True)
+            await send_text(connection, welcome)
             del welcome
             for hook in guard.connect_hooks:
                 await hook(ctx)
-            async for frame in connection:
-                started = clock()
-                decision = receive(frame)
-                observe(clock() - started)
-                if type(decision) is Deliver:
-                    message_type = decision.message_type
-                    count(message_type.name, "delivered")
-                    handler = message_type.handler
-                    if handler is not None:
-                        try:
-                            await handler(ctx, decision.message)
-                        except ConnectionClosed:
-                            raise
-                        except Exception:
-                            await self._handler_failed(connection, decision.message)
-                elif type(decision) is Reply:
-                    count(decision.type or "-", decision.outcome)
-                    if decision.request_id is not None:
-                        logger.info(
-                            "message refused request_id=%s session=%s detail=%s",
-                            decision.request_id,
-                            policy.session.id,
-                            decision.detail,
-                        )
-                    await connection.send(decision.frame, text=True)
-                else:
-                    assert isinstance(decision, Close)  # help mypy
-                    count("-", "closed")
-                    await self._close(connection, policy.session, decision)
-                    return
+            await connection.dispatch(on_message)
         except ConnectionClosed:
             pass
         finally:
@@ -372,32 +309,44 @@ class GuardedServer:
                 except Exception:
                     logger.exception("disconnect hook failed session=%s", policy.session.id)
 
-    async def _handler_failed(self, connection: ServerConnection, message: Message) -> None:
+    async def _resume_handler(
+        self, connection: ServerConnection, coro: Any, yielded: Any, message: Message
+    ) -> None:
+        """Carry on with a handler that suspended while it ran inline."""
+        try:
+            await Resumed(coro, yielded)
+        except ConnectionClosed:
+            pass
+        except Exception as exc:
+            pending = self._handler_failed(connection, message, exc)
+            if pending is not None:
+                await pending
+
+    def _handler_failed(
+        self, connection: ServerConnection, message: Message, exc: Exception
+    ) -> Awaitable[None] | None:
+        """Log a handler's exception; answer ``INTERNAL_ERROR``. Returns what is left to await."""
         # The client learns only that it failed; the traceback stays here.
         request_id = new_request_id()
-        logger.exception(
+        logger.error(
             "handler failed request_id=%s type=%s session=%s",
             request_id,
             message.type,
             message.session.id,
+            exc_info=exc,
         )
-        await connection.send(
-            error_frame(ErrorCode.INTERNAL_ERROR, request_id, message.id), text=True
-        )
+        frame = error_frame(ErrorCode.INTERNAL_ERROR, request_id, message.id)
+        if write_text(connection, frame):
+            return None
+        return _send_quietly(connection, frame)
 
     async def _close(self, connection: ServerConnection, session: Session, close: Close) -> None:
         logger.info(
             "connection closed code=%d detail=%s session=%s", close.code, close.detail, session.id
         )
-        closing = asyncio.ensure_future(connection.close(close.code, close.reason))
-        try:
-            # Discard what the client had already sent (a flood fills the queue),
-            # so that its closing frame is read and the close completes now.
-            async for _ in connection:
-                pass
-        except ConnectionClosed:
-            pass
-        await closing
+        # The connection discards what the client still sends (a flood), so
+        # that its closing frame is read and the close completes now.
+        await connection.close(close.code, close.reason)
 
     # Acting on sessions from outside their handler.
 
@@ -503,7 +452,7 @@ class GuardedServer:
 
     async def _push(self, live: Live, kind: str, payload: Any) -> None:
         try:
-            await live.connection.send(encode_frame(kind, payload), text=True)
+            await send_text(live.connection, encode_frame(kind, payload))
         except ConnectionClosed:
             pass
 
@@ -678,13 +627,6 @@ def serve(
     if http_port is None:
         http_port = guard.config.server.http_port
     return GuardedService(GuardedServer(guard, reputation), host, port, http_port, kwargs)
-
-
-def _peer_ip(connection: ServerConnection) -> str:
-    address = connection.remote_address
-    if isinstance(address, tuple) and address:
-        return str(address[0])
-    return ""
 
 
 __all__ = ["Context", "GuardedServer", "GuardedService", "serve"]
