@@ -8,8 +8,10 @@ handling has to wait (a handler awaiting I/O, a paused transport, a close)
 moves to a task; later messages wait in a bounded backlog behind it, in
 order, and reading pauses while the backlog is full, as ``websockets`` does.
 
-Each connection's messages run in one ``contextvars`` context, copied from its
-handler task once the connect hooks ran, as they would in that task.
+A message runs with the connection's handler task as the current task and in
+that task's ``contextvars`` context, and carries on in that task if it
+suspends: to a handler, ``asyncio.timeout()``, ``current_task()`` and context
+variables behave as if it ran in the handler task, as it did before.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from websockets.asyncio.connection import Connection
 from websockets.asyncio.server import ServerConnection
 from websockets.frames import CloseCode as WsCloseCode
 from websockets.frames import Frame, Opcode
@@ -74,11 +77,12 @@ class GuardedConnection(ServerConnection):
     _plain_http = False
     # Inline dispatch.
     _on_message: OnMessage | None = None  # set once the session is open
-    _context: contextvars.Context | None = None
+    _context: contextvars.Context | None = None  # the handler task's
+    _backlog: deque[str | bytes] | None = None
     _busy = False  # a message's handling is suspended: later ones wait
     _discarding = False  # closing: messages are dropped
     _reading_paused = False
-    _dispatcher: asyncio.Task[None] | None = None
+    _dispatcher: asyncio.Task[None] | None = None  # the handler task
     _wake: asyncio.Future[Awaitable[None] | None]  # what the dispatcher task awaits next
     _lost = False
     _fragments: list[bytes] | None = None
@@ -87,10 +91,15 @@ class GuardedConnection(ServerConnection):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._sniffed = bytearray()
-        self._backlog: deque[str | bytes] = deque()
         if isinstance(getattr(transport, "max_size", None), int):  # asyncio's own transports
             transport.max_size = READ_CHUNK  # type: ignore[attr-defined]
-        super().connection_made(transport)
+        # websockets' ServerConnection.connection_made, but with the handler
+        # task's context kept: messages run inline in that very context, with
+        # that task current, and carry on in it when they suspend.
+        Connection.connection_made(self, transport)
+        self._context = context = contextvars.copy_context()
+        self._dispatcher = task = self.loop.create_task(self.server.handler(self), context=context)
+        self.server.handler_tasks.add(task)
 
     # Reading.
 
@@ -173,7 +182,7 @@ class GuardedConnection(ServerConnection):
         self._lost = True
         super().connection_lost(exc)
         # Wake the dispatcher to finish: what was read before the close is still handled.
-        if self._dispatcher is not None and not self._busy and not self._wake.done():
+        if self._on_message is not None and not self._busy and not self._wake.done():
             self._wake.set_result(None)
 
     def process_event(self, event: Any) -> None:
@@ -225,13 +234,15 @@ class GuardedConnection(ServerConnection):
         on_message = self._on_message
         if self._busy or on_message is None:
             backlog = self._backlog
+            if backlog is None:  # made on first use: most connections never need one
+                backlog = self._backlog = deque()
             backlog.append(message)
             if len(backlog) >= BACKLOG_HIGH and not self._reading_paused:
                 self._reading_paused = True
                 self.transport.pause_reading()
             return
         dispatcher = self._dispatcher
-        assert dispatcher is not None and self._context is not None  # set with on_message
+        assert dispatcher is not None and self._context is not None  # set in connection_made
         if dispatcher.done():  # closed: nothing is dispatched any more
             return
         # The dispatcher task is the current task while the message runs here,
@@ -261,6 +272,7 @@ class GuardedConnection(ServerConnection):
                     await pending
                 backlog = self._backlog
                 while backlog and not self._discarding:
+                    assert backlog is not None  # help mypy
                     message = backlog.popleft()
                     if self._reading_paused and len(backlog) <= BACKLOG_LOW:
                         self._resume_reading()
@@ -285,7 +297,7 @@ class GuardedConnection(ServerConnection):
 
     def _discard(self) -> None:
         self._discarding = True
-        self._backlog.clear()
+        self._backlog = None
         self._fragments = None
         if self._reading_paused:  # the client's closing frame must still be read
             self._resume_reading()
@@ -293,18 +305,16 @@ class GuardedConnection(ServerConnection):
     async def dispatch(self, on_message: OnMessage) -> None:
         """Dispatch messages to ``on_message`` until the connection is closed.
 
-        Called from the handler task once its session is open. Messages that
-        arrived earlier go first. They all run in one copy of the handler
-        task's context, in this call's own task when they suspend.
+        Called by the handler task once its session is open, and runs in it.
+        Messages that arrived earlier go first.
         """
+        assert asyncio.current_task() is self._dispatcher  # the handler task
         self._on_message = on_message
-        self._context = context = contextvars.copy_context()
         self._wake = self.loop.create_future()
         if self._backlog:
             self._busy = True
             self._wake.set_result(None)
-        self._dispatcher = self.loop.create_task(self._dispatch_forever(), context=context)
-        await self._dispatcher
+        await self._dispatch_forever()
 
     def discard_messages(self) -> None:
         """Drop every message from now on (the connection is closing)."""
