@@ -27,14 +27,16 @@ from websockets.asyncio.connection import Connection
 from websockets.asyncio.server import ServerConnection
 from websockets.frames import CloseCode as WsCloseCode
 from websockets.frames import Frame, Opcode
+from websockets.http11 import Response
 from websockets.protocol import OPEN
+from websockets.server import ServerProtocol
 
-from wsguard.adapters.fastpath import SUPPORTED, at_frame_boundary, read_text_frame
+from wsguard.adapters.fastpath import SUPPORTED, at_frame_boundary, read_text_frame, text_frame
 from wsguard.adapters.http_api import parse_buffered
 from wsguard.core.connection import ConnectionPolicy
 
 if TYPE_CHECKING:
-    from wsguard.adapters.websockets import GuardedServer
+    from wsguard.adapters.websockets import GuardedServer, Live
 
 logger = logging.getLogger("wsguard")
 
@@ -49,6 +51,7 @@ BACKLOG_HIGH = 16
 BACKLOG_LOW = 4
 
 _process_event = ServerConnection.process_event
+_send_response = ServerProtocol.send_response
 # Private to asyncio, stable since 3.7; what eager tasks (3.12) do in C.
 _enter_task: Callable[[asyncio.AbstractEventLoop, asyncio.Task[Any]], None]
 _leave_task: Callable[[asyncio.AbstractEventLoop, asyncio.Task[Any]], None]
@@ -88,6 +91,10 @@ class GuardedConnection(ServerConnection):
     _fragments: list[bytes] | None = None
     _fragmented_opcode: Opcode = _TEXT
     fast_frames = 0  # frames read by the fast path (tests check that it is used)
+    # The accepted handshake, from process_request to the handler.
+    subprotocol_chosen: str | None = None
+    _live: Live | None = None  # the session opened; the handler takes it
+    _welcome: bytes | None = None  # until it is sent
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._sniffed = bytearray()
@@ -100,6 +107,47 @@ class GuardedConnection(ServerConnection):
         self._context = context = contextvars.copy_context()
         self._dispatcher = task = self.loop.create_task(self.server.handler(self), context=context)
         self.server.handler_tasks.add(task)
+
+    # The accepted handshake.
+
+    def accepted(self, live: Live, subprotocol: str | None, welcome: bytes) -> None:
+        """Hold the opened session for the handler; send the welcome with the 101.
+
+        Sent in the same write as the response, the welcome costs no system
+        call of its own, and the client has its CSRF token at once.
+        """
+        self.policy = live.policy
+        self._live = live
+        self.subprotocol_chosen = subprotocol
+        self._welcome = welcome
+        # Removed again when called: no reference cycle outlives the handshake.
+        self.protocol.send_response = self._send_response  # type: ignore[method-assign]
+
+    def _send_response(self, response: Response) -> None:
+        protocol = self.protocol
+        del protocol.send_response
+        assert isinstance(protocol, ServerProtocol)  # help mypy
+        _send_response(protocol, response)
+        welcome = self._welcome
+        if (
+            welcome is not None
+            and response.status_code == 101
+            and protocol.state is OPEN
+            and not protocol.extensions  # compressed: websockets sends it
+            and protocol.writes
+        ):
+            protocol.writes[-1] += text_frame(welcome)
+            self._welcome = None
+
+    def take_session(self) -> Live | None:
+        """The session opened by the handshake, once: the handler owns it from now on."""
+        live, self._live = self._live, None
+        return live
+
+    def take_welcome(self) -> bytes | None:
+        """The welcome frame if it did not leave with the 101 response, once."""
+        welcome, self._welcome = self._welcome, None
+        return welcome
 
     # Reading.
 
@@ -179,6 +227,11 @@ class GuardedConnection(ServerConnection):
         if self.request is None and not self._plain_http and self.guarded is not None:
             self.guarded.handshake_dropped(peer_ip(self))
         self.__dict__.pop("data_received", None)  # the bound method refers back to self
+        self.protocol.__dict__.pop("send_response", None)
+        if self._live is not None and self.guarded is not None:
+            # Accepted, but the upgrade did not complete: the handler never ran.
+            self.guarded.guard.close_session(self._live.policy)
+            self._live = None
         self._lost = True
         super().connection_lost(exc)
         # Wake the dispatcher to finish: what was read before the close is still handled.

@@ -21,7 +21,6 @@ import asyncio
 import dataclasses
 import logging
 import time
-import weakref
 from collections.abc import Awaitable, Sequence
 from types import TracebackType
 from typing import Any
@@ -42,6 +41,7 @@ from wsguard.core.decisions import Accept, Close, Deliver, HandshakeRequest, Mes
 from wsguard.core.errors import CLOSE_REASONS, CloseCode, ErrorCode
 from wsguard.core.frames import encode_frame, error_frame
 from wsguard.core.guard import Guard, check_handlers
+from wsguard.core.handshake import REJECT_BODIES
 from wsguard.core.session import Session
 from wsguard.production import security_headers
 from wsguard.reputation import Reputation
@@ -132,9 +132,6 @@ class GuardedServer:
         self.reputation = reputation
         self.routes = Routes(self)
         self._headers = security_headers(guard.config)
-        self._accepted: weakref.WeakKeyDictionary[ServerConnection, Accept] = (
-            weakref.WeakKeyDictionary()
-        )
         self._closing: set[asyncio.Task[None]] = set()
         self._reported_failures = 0
         guard.ban_listeners.append(self.close_banned)
@@ -176,8 +173,7 @@ class GuardedServer:
         decision = self.guard.handshake(handshake, reputation_bad=reputation_bad)
         self.guard.metrics.handshake_seconds.observe(time.perf_counter() - started)
         if isinstance(decision, Accept):
-            self._accepted[connection] = decision
-            return None
+            return self._open(connection, decision, peer)
         logger.info(
             "handshake refused status=%d reason=%s peer=%s",
             decision.status,
@@ -188,6 +184,34 @@ class GuardedServer:
         for name, value in (*self._headers, *decision.headers):
             response.headers[name] = value
         return response
+
+    def _open(self, connection: ServerConnection, accepted: Accept, peer: str) -> Response | None:
+        """Open the session of an accepted handshake; its welcome leaves with the 101.
+
+        The session is counted in the same step as the decision that checked
+        the caps, so no concurrent handshake can slip in between; if the
+        upgrade then fails, the connection releases it when it goes.
+        """
+        guard = self.guard
+        policy = accepted.policy
+        if not isinstance(connection, GuardedConnection):  # serve() always makes these
+            policy.release()
+            return connection.respond(500, "Internal Server Error\n")
+        live = Live(connection, policy, Context(connection, policy.session))
+        live.ping_sent_at = guard.clock.now()
+        if accepted.evict is not None:
+            # evict_oldest: the oldest session of this user makes room (4409).
+            self.close_session(accepted.evict, CloseCode.SESSION_REPLACED, "replaced")
+            guard.sessions.remove(accepted.evict)
+        if not guard.open_session(policy, live):
+            # Cannot happen while the decision and this run without a pause; be safe.
+            logger.info("handshake refused status=503 reason=connection cap peer=%s", peer)
+            response = connection.respond(503, REJECT_BODIES[503])
+            for name, value in self._headers:
+                response.headers[name] = value
+            return response
+        connection.accepted(live, accepted.subprotocol, accepted.welcome)
+        return None
 
     def answer_plain_http(
         self, transport: asyncio.Transport, parsed: HttpRequest | HttpResponse
@@ -220,34 +244,21 @@ class GuardedServer:
         self, connection: ServerConnection, subprotocols: Sequence[Subprotocol]
     ) -> Subprotocol | None:
         """Answer ``wsguard.v1`` when offered; never echo a bearer offer."""
-        accepted = self._accepted.get(connection)
-        if accepted is None or accepted.subprotocol is None:
+        if not isinstance(connection, GuardedConnection) or connection.subprotocol_chosen is None:
             return None
-        return Subprotocol(accepted.subprotocol)
+        return Subprotocol(connection.subprotocol_chosen)
 
     async def handler(self, connection: ServerConnection) -> None:
         """Drive one upgraded connection through the per-message policy."""
-        accepted = self._accepted.pop(connection, None)
-        # process_request always stores one, and serve() always makes guarded
+        # process_request opened the session, and serve() always makes guarded
         # connections; be safe anyway.
-        if accepted is None or not isinstance(connection, GuardedConnection):
+        live = connection.take_session() if isinstance(connection, GuardedConnection) else None
+        if live is None:
             await connection.close(1011, "internal error")
             return
+        assert isinstance(connection, GuardedConnection)  # help mypy
         guard = self.guard
-        policy = accepted.policy
-        ctx = Context(connection, policy.session)
-        live = Live(connection, policy, ctx)
-        live.ping_sent_at = guard.clock.now()
-        connection.policy = policy
-        if accepted.evict is not None:
-            # evict_oldest: the oldest session of this user makes room (4409).
-            self.close_session(accepted.evict, CloseCode.SESSION_REPLACED, "replaced")
-            guard.sessions.remove(accepted.evict)
-        if not guard.open_session(policy, live):
-            await connection.close(
-                CloseCode.TRY_AGAIN_LATER, CLOSE_REASONS[CloseCode.TRY_AGAIN_LATER]
-            )
-            return
+        policy, ctx = live.policy, live.context
         # The per-message path: locals only; it runs inside data_received, and
         # returns what must still be awaited only when something suspends.
         receive = policy.receive
@@ -293,9 +304,10 @@ class GuardedServer:
             return self._close(connection, policy.session, decision)
 
         try:
-            welcome, accepted = accepted.welcome, None  # held by no one once sent
-            await send_text(connection, welcome)
-            del welcome
+            welcome = connection.take_welcome()  # None: it left with the 101 response
+            if welcome is not None:
+                await send_text(connection, welcome)
+                del welcome
             for hook in guard.connect_hooks:
                 await hook(ctx)
             await connection.dispatch(on_message)

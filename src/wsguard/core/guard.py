@@ -413,11 +413,14 @@ class Guard:
         self.metrics.sessions_users_at_limit.set(self.sessions.users_at_limit())
 
     def open_session(self, policy: ConnectionPolicy, handle: object) -> bool:
-        """Count a connection that completed its upgrade.
+        """Count an accepted connection; pairs with :meth:`close_session`.
+
+        Call it right after :meth:`handshake` accepted, with no pause between,
+        so that concurrent handshakes cannot overshoot the caps.
 
         Returns:
-            False when a cap filled up since the handshake (the adapter closes it
-            with 1013 and must not call :meth:`close_session`).
+            False when a cap is full after all (the adapter refuses with 503 and
+            must not call :meth:`close_session`).
         """
         if self.connections.try_open(policy.rate_key, exempt=policy.exempt):
             policy.release()

@@ -1,0 +1,67 @@
+"""The upgrade: the session opens with the decision, the welcome leaves with the 101.
+
+Against a real server on 127.0.0.1, with a raw socket so that the bytes on the
+wire are what is checked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+from collections.abc import Callable
+
+from tests.conftest import LiveServer, assert_served, make_token
+from wsguard.adapters.websockets import serve
+from wsguard.core.guard import Guard
+
+
+def _request(port: int, token: str, version: str = "13") -> bytes:
+    key = base64.b64encode(os.urandom(16)).decode()
+    return (
+        f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+        f"Sec-WebSocket-Version: {version}\r\nAuthorization: Bearer {token}\r\n\r\n"
+    ).encode()
+
+
+async def _first_read(port: int, request: bytes) -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(request)
+        return await asyncio.wait_for(reader.read(65536), 5)
+    finally:
+        writer.close()
+
+
+async def test_welcome_arrives_in_the_same_write_as_the_101(live_server: LiveServer) -> None:
+    port = int(live_server.url.split(":")[2].split("/")[0])
+    data = await _first_read(port, _request(port, make_token()))
+    head, _, rest = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 101")
+    assert rest[:1] == b"\x81", "the welcome frame follows the response in one read"
+    length = rest[1]
+    assert length == 126  # a welcome is longer than 125 bytes
+    size = int.from_bytes(rest[2:4], "big")
+    welcome = json.loads(rest[4 : 4 + size])
+    assert welcome["type"] == "welcome" and len(welcome["payload"]["csrfToken"]) >= 32
+
+
+async def test_an_upgrade_refused_by_websockets_releases_its_session(
+    guard_factory: Callable[..., Guard],
+) -> None:
+    """A valid token on a request websockets refuses (bad version): nothing stays counted."""
+    guard = guard_factory()
+    async with serve(guard, "127.0.0.1", 0) as service:
+        port = service.port
+        for _ in range(3):
+            data = await _first_read(port, _request(port, make_token(), version="8"))
+            assert data.startswith(b"HTTP/1.1 400"), data[:40]
+        for _ in range(50):
+            if guard.sessions.count() == 0 and guard.connections.total == 0:
+                break
+            await asyncio.sleep(0.02)
+        assert guard.sessions.count() == 0
+        assert guard.connections.total == 0 and len(guard.connections) == 0
+        await assert_served(LiveServer(guard, f"ws://127.0.0.1:{port}/ws"))
