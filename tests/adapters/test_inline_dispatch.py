@@ -24,7 +24,7 @@ import pytest
 from tests.conftest import LiveServer, assert_served, make_config, make_token
 from wsguard.adapters.connection import BACKLOG_HIGH, READ_CHUNK, GuardedConnection
 from wsguard.adapters.websockets import Context, GuardedService, serve
-from wsguard.config import GuardConfig
+from wsguard.config import GuardConfig, ServerConfig
 from wsguard.core.decisions import Message
 from wsguard.core.guard import Guard
 from wsguard.core.ratelimit import RateLimitConfig
@@ -299,3 +299,37 @@ async def test_a_blocked_handler_stops_reading_and_loses_nothing(
     assert [r["id"] for r in replies] == [f"m-{i}" for i in range(count)]
     raw.close()
     await assert_served(_live(service, guard))
+
+
+@pytest.mark.parametrize(
+    "attack",
+    [
+        pytest.param(_frame(1, b'{"type": "\xff"}'), id="invalid-utf8"),
+        pytest.param(_frame(9, b"") * 8, id="ping-flood"),  # 5 pings per 10 s
+    ],
+)
+async def test_a_failed_client_that_never_closes_is_cut_off(
+    guard_factory: Callable[..., Guard], attack: bytes
+) -> None:
+    """The server fails the connection, the client neither answers nor closes its
+    socket: the server drops it after close_timeout rather than keep it forever."""
+    base = make_config()
+    config = GuardConfig(
+        jwt=base.jwt,
+        origins=base.origins,
+        server=ServerConfig(close_timeout=0.3),
+    )
+    guard = guard_factory(config)
+    async with serve(guard, "127.0.0.1", 0) as service:
+        raw = await Raw.open(service.port)
+        await raw.send(attack)
+        assert await raw.close_code() in (1007, 4429)
+        for _ in range(100):  # the client keeps its socket open and silent
+            if guard.sessions.count() == 0:
+                break
+            await asyncio.sleep(0.02)
+        assert guard.sessions.count() == 0
+        assert not _connections(service)
+        raw.close()
+        guard.unban("ip", "127.0.0.1")  # a ping flood bans the IP, as it should
+        await assert_served(_live(service, guard))

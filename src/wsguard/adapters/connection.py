@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from websockets.asyncio.connection import Connection
 from websockets.asyncio.server import ServerConnection
+from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode as WsCloseCode
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Response
@@ -88,6 +89,7 @@ class GuardedConnection(ServerConnection):
     _dispatcher: asyncio.Task[None] | None = None  # the handler task
     _wake: asyncio.Future[Awaitable[None] | None]  # what the dispatcher task awaits next
     _lost = False
+    _failing: asyncio.Task[None] | None = None
     _fragments: list[bytes] | None = None
     _fragmented_opcode: Opcode = _TEXT
     fast_frames = 0  # frames read by the fast path (tests check that it is used)
@@ -247,7 +249,7 @@ class GuardedConnection(ServerConnection):
             if opcode is _PING and self.policy is not None:
                 close = self.policy.receive_ping()
                 if close is not None:
-                    self.protocol.fail(close.code, close.reason)
+                    self._fail(close.code, close.reason)
         _process_event(self, event)
 
     def _data_frame(self, frame: Frame) -> None:
@@ -275,11 +277,27 @@ class GuardedConnection(ServerConnection):
             text = payload.decode()
         except UnicodeDecodeError as exc:
             # What websockets does with invalid UTF-8 in a text message.
-            self._discard()
-            self.protocol.fail(WsCloseCode.INVALID_DATA, f"{exc.reason} at position {exc.start}")
-            self.send_data()
+            self._fail(WsCloseCode.INVALID_DATA, f"{exc.reason} at position {exc.start}")
             return
         self._message(text)
+
+    def _fail(self, code: int, reason: str) -> None:
+        """Fail the connection as ``websockets`` does in ``recv``, from a callback.
+
+        Through ``send_context``: the close frame is written at once, and the
+        transport is aborted if the client has not closed within
+        ``close_timeout``.
+        """
+        self._discard()
+        if self._failing is None:
+            self._failing = self.loop.create_task(self._fail_now(code, reason))
+
+    async def _fail_now(self, code: int, reason: str) -> None:
+        try:
+            async with self.send_context():
+                self.protocol.fail(code, reason)
+        except ConnectionClosed:
+            pass
 
     # Dispatching.
 
