@@ -215,3 +215,19 @@ async def test_resumed_passes_cancellation_into_the_coroutine() -> None:
 
 async def _await(awaitable: Resumed) -> Any:
     return await awaitable
+
+
+def test_connection_made_still_matches_websockets() -> None:
+    """GuardedConnection.connection_made repeats websockets' own (to keep the handler
+    task's context); if websockets changes it, this fails instead of a silent drift."""
+    import inspect
+
+    from websockets.asyncio.server import ServerConnection
+
+    source = inspect.getsource(ServerConnection.connection_made)
+    body = [line.strip() for line in source.splitlines() if line.strip()[:1] not in ("#", "")]
+    assert body[1:] == [
+        "super().connection_made(transport)",
+        "handler_task = self.loop.create_task(self.server.handler(self))",
+        "self.server.handler_tasks.add(handler_task)",
+    ]

@@ -16,10 +16,12 @@ import contextvars
 import json
 import os
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import msgspec
 import pytest
+import uvloop
 
 from tests.conftest import LiveServer, assert_served, make_config, make_token
 from wsguard.adapters.connection import BACKLOG_HIGH, READ_CHUNK, GuardedConnection
@@ -120,6 +122,12 @@ def _connections(service: GuardedService) -> list[GuardedConnection]:
 
 @pytest.fixture
 async def app(guard_factory: Callable[..., Guard]) -> AsyncIterator[tuple[GuardedService, Guard]]:
+    async with _app(guard_factory) as running:
+        yield running
+
+
+@asynccontextmanager
+async def _app(guard_factory: Callable[..., Guard]) -> AsyncIterator[tuple[GuardedService, Guard]]:
     """The demo plus ``echo`` (replies at once) and handlers that suspend."""
     limits = RateLimitConfig(
         message_burst=10**6, message_rate=10**6, user_burst=10**6, user_rate=10**6
@@ -333,3 +341,19 @@ async def test_a_failed_client_that_never_closes_is_cut_off(
         raw.close()
         guard.unban("ip", "127.0.0.1")  # a ping flood bans the IP, as it should
         await assert_served(_live(service, guard))
+
+
+def test_on_uvloop_handlers_keep_order_task_and_context(
+    guard_factory: Callable[..., Guard],
+) -> None:
+    """The same guarantees on uvloop, whose transports call data_received themselves."""
+
+    async def scenario() -> None:
+        async with _app(guard_factory) as running:
+            await test_a_suspended_handler_keeps_the_order(running)
+            await test_handlers_keep_their_task_timeout_and_context(running)
+            await test_frames_cut_anywhere_and_joined_keep_their_order(running)
+            assert isinstance(asyncio.get_running_loop(), uvloop.Loop)
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(scenario())
