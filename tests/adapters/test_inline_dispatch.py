@@ -357,3 +357,20 @@ def test_on_uvloop_handlers_keep_order_task_and_context(
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(scenario())
+
+
+async def test_a_message_delivered_from_inside_a_task_goes_to_the_handler_task(
+    app: tuple[GuardedService, Guard],
+) -> None:
+    """data_received is never called from a task by asyncio's transports; if some
+    transport did, the message must still be handled (by the connection's task)."""
+    service, guard = app
+    raw = await Raw.open(service.port)
+    [connection] = _connections(service)
+    assert asyncio.current_task() is not None
+    connection._message(raw.message("echo", "from a task", "m-t").decode())  # noqa: SLF001
+    assert (await raw.reply())["id"] == "m-t"
+    await raw.send(_frame(1, raw.message("echo", "then inline", "m-i")))
+    assert (await raw.reply())["id"] == "m-i"
+    raw.close()
+    await assert_served(_live(service, guard))

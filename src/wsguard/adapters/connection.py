@@ -325,7 +325,15 @@ class GuardedConnection(ServerConnection):
         # so that asyncio.timeout(), current_task() and cancellation in a
         # handler refer to the task that carries on if the handler suspends.
         loop = self.loop
-        _enter_task(loop, dispatcher)
+        try:
+            _enter_task(loop, dispatcher)
+        except RuntimeError:  # called from inside a task: let the handler task run it
+            self._busy = True
+            if self._backlog is None:
+                self._backlog = deque()
+            self._backlog.append(message)
+            self._wake.set_result(None)
+            return
         try:
             pending = self._context.run(on_message, message)
         except Exception:  # the server's dispatch catches handler errors; be safe anyway
