@@ -177,51 +177,59 @@ def _live(service: GuardedService, guard: Guard) -> LiveServer:
     return LiveServer(guard, f"ws://127.0.0.1:{service.port}/ws")
 
 
-async def test_whole_frames_take_the_fast_path(app: tuple[GuardedService, Guard]) -> None:
+@asynccontextmanager
+async def _client(app: tuple[GuardedService, Guard]) -> AsyncIterator[Raw]:
+    """A raw client for the test; afterwards, a legitimate client must still be served."""
     service, guard = app
     raw = await Raw.open(service.port)
-    for i in range(3):
-        await raw.send(_frame(1, raw.message("echo", f"hi {i}", f"m-{i}")))
-        assert await raw.reply() == {"type": "echo", "id": f"m-{i}", "payload": {"text": f"hi {i}"}}
-    [connection] = _connections(service)
-    assert connection.fast_frames == 3
-    raw.close()
+    try:
+        yield raw
+    finally:
+        raw.close()
     await assert_served(_live(service, guard))
+
+
+async def test_whole_frames_take_the_fast_path(app: tuple[GuardedService, Guard]) -> None:
+    service, _ = app
+    async with _client(app) as raw:
+        for i in range(3):
+            await raw.send(_frame(1, raw.message("echo", f"hi {i}", f"m-{i}")))
+            assert await raw.reply() == {
+                "type": "echo",
+                "id": f"m-{i}",
+                "payload": {"text": f"hi {i}"},
+            }
+        [connection] = _connections(service)
+        assert connection.fast_frames == 3
 
 
 async def test_frames_cut_anywhere_and_joined_keep_their_order(
     app: tuple[GuardedService, Guard],
 ) -> None:
     """Byte by byte, a frame and a half per read, three frames in one read."""
-    service, guard = app
-    raw = await Raw.open(service.port)
-    frames = [_frame(1, raw.message("echo", f"t{i}", f"m-{i}")) for i in range(9)]
-    await raw.send(*(bytes((b,)) for b in frames[0]))  # byte by byte
-    stream = frames[1] + frames[2] + frames[3]
-    cut = len(frames[1]) + len(frames[2]) // 2
-    await raw.send(stream[:cut], stream[cut:])  # a frame and a half, then the rest
-    await raw.send(frames[4] + frames[5] + frames[6])  # three in one read
-    await raw.send(frames[7] + frames[8][:1], frames[8][1:2], frames[8][2:])  # mid-header cuts
-    replies = [await raw.reply() for _ in range(9)]
-    assert [r["id"] for r in replies] == [f"m-{i}" for i in range(9)]
-    assert [r["payload"]["text"] for r in replies] == [f"t{i}" for i in range(9)]
-    raw.close()
-    await assert_served(_live(service, guard))
+    async with _client(app) as raw:
+        frames = [_frame(1, raw.message("echo", f"t{i}", f"m-{i}")) for i in range(9)]
+        await raw.send(*(bytes((b,)) for b in frames[0]))  # byte by byte
+        stream = frames[1] + frames[2] + frames[3]
+        cut = len(frames[1]) + len(frames[2]) // 2
+        await raw.send(stream[:cut], stream[cut:])  # a frame and a half, then the rest
+        await raw.send(frames[4] + frames[5] + frames[6])  # three in one read
+        await raw.send(frames[7] + frames[8][:1], frames[8][1:2], frames[8][2:])  # mid-header cuts
+        replies = [await raw.reply() for _ in range(9)]
+        assert [r["id"] for r in replies] == [f"m-{i}" for i in range(9)]
+        assert [r["payload"]["text"] for r in replies] == [f"t{i}" for i in range(9)]
 
 
 async def test_fragments_with_a_ping_between_make_one_message(
     app: tuple[GuardedService, Guard],
 ) -> None:
-    service, guard = app
-    raw = await Raw.open(service.port)
-    body = raw.message("echo", "in two parts", "m-f")
-    await raw.send(
-        _frame(1, body[:10], fin=False) + _frame(9, b"are you there") + _frame(0, body[10:])
-    )
-    assert await raw.frame() == (10, b"are you there")  # the pong first
-    assert (await raw.reply())["payload"] == {"text": "in two parts"}
-    raw.close()
-    await assert_served(_live(service, guard))
+    async with _client(app) as raw:
+        body = raw.message("echo", "in two parts", "m-f")
+        await raw.send(
+            _frame(1, body[:10], fin=False) + _frame(9, b"are you there") + _frame(0, body[10:])
+        )
+        assert await raw.frame() == (10, b"are you there")  # the pong first
+        assert (await raw.reply())["payload"] == {"text": "in two parts"}
 
 
 @pytest.mark.parametrize(
@@ -240,43 +248,34 @@ async def test_fragments_with_a_ping_between_make_one_message(
 async def test_bad_frames_close_as_websockets_would(
     app: tuple[GuardedService, Guard], frames: list[bytes], code: int
 ) -> None:
-    service, guard = app
-    raw = await Raw.open(service.port)
-    await raw.send(b"".join(frames))
-    assert await raw.close_code() == code
-    raw.close()
-    await assert_served(_live(service, guard))
+    async with _client(app) as raw:
+        await raw.send(b"".join(frames))
+        assert await raw.close_code() == code
 
 
 async def test_a_suspended_handler_keeps_the_order(app: tuple[GuardedService, Guard]) -> None:
     """Messages read while a handler awaits wait behind it, then run in order."""
-    service, guard = app
-    raw = await Raw.open(service.port)
-    await raw.send(
-        _frame(1, raw.message("slow", "first", "m-1"))
-        + _frame(1, raw.message("echo", "second", "m-2"))
-        + _frame(1, raw.message("slow", "third", "m-3"))
-        + _frame(1, raw.message("echo", "fourth", "m-4"))
-    )
-    replies = [await raw.reply() for _ in range(4)]
-    assert [r["id"] for r in replies] == ["m-1", "m-2", "m-3", "m-4"]
-    raw.close()
-    await assert_served(_live(service, guard))
+    async with _client(app) as raw:
+        await raw.send(
+            _frame(1, raw.message("slow", "first", "m-1"))
+            + _frame(1, raw.message("echo", "second", "m-2"))
+            + _frame(1, raw.message("slow", "third", "m-3"))
+            + _frame(1, raw.message("echo", "fourth", "m-4"))
+        )
+        replies = [await raw.reply() for _ in range(4)]
+        assert [r["id"] for r in replies] == ["m-1", "m-2", "m-3", "m-4"]
 
 
 async def test_handlers_keep_their_task_timeout_and_context(
     app: tuple[GuardedService, Guard],
 ) -> None:
     """asyncio.timeout() cancels the handler's own task; a context variable survives awaits."""
-    service, guard = app
-    raw = await Raw.open(service.port)
-    await raw.send(_frame(1, raw.message("task_state", "req-1", "m-1")))
-    reply = await raw.reply()
-    assert reply["payload"] == {"outcome": "timed out", "sameTask": True, "var": "req-1"}
-    await raw.send(_frame(1, raw.message("echo", "after", "m-2")))  # the connection goes on
-    assert (await raw.reply())["id"] == "m-2"
-    raw.close()
-    await assert_served(_live(service, guard))
+    async with _client(app) as raw:
+        await raw.send(_frame(1, raw.message("task_state", "req-1", "m-1")))
+        reply = await raw.reply()
+        assert reply["payload"] == {"outcome": "timed out", "sameTask": True, "var": "req-1"}
+        await raw.send(_frame(1, raw.message("echo", "after", "m-2")))  # the connection goes on
+        assert (await raw.reply())["id"] == "m-2"
 
 
 async def test_a_blocked_handler_stops_reading_and_loses_nothing(
@@ -364,13 +363,11 @@ async def test_a_message_delivered_from_inside_a_task_goes_to_the_handler_task(
 ) -> None:
     """data_received is never called from a task by asyncio's transports; if some
     transport did, the message must still be handled (by the connection's task)."""
-    service, guard = app
-    raw = await Raw.open(service.port)
-    [connection] = _connections(service)
-    assert asyncio.current_task() is not None
-    connection._message(raw.message("echo", "from a task", "m-t").decode())  # noqa: SLF001
-    assert (await raw.reply())["id"] == "m-t"
-    await raw.send(_frame(1, raw.message("echo", "then inline", "m-i")))
-    assert (await raw.reply())["id"] == "m-i"
-    raw.close()
-    await assert_served(_live(service, guard))
+    service, _ = app
+    async with _client(app) as raw:
+        [connection] = _connections(service)
+        assert asyncio.current_task() is not None
+        connection._message(raw.message("echo", "from a task", "m-t").decode())  # noqa: SLF001
+        assert (await raw.reply())["id"] == "m-t"
+        await raw.send(_frame(1, raw.message("echo", "then inline", "m-i")))
+        assert (await raw.reply())["id"] == "m-i"
