@@ -152,6 +152,15 @@ async def _app(guard_factory: Callable[..., Guard]) -> AsyncIterator[tuple[Guard
         await gate.wait()
         await ctx.reply(message, "gated", {"text": message.payload.text})
 
+    @guard.message("crash_later", schema=Text, roles={"user"})
+    async def crash_later(ctx: Context, message: Message) -> None:
+        await asyncio.sleep(0.01)
+        raise RuntimeError("secret detail after an await")
+
+    @guard.message("bye", schema=Text, roles={"user"})
+    async def bye(ctx: Context, message: Message) -> None:
+        await ctx.close(4000, "bye")
+
     @guard.message("task_state", schema=Text, roles={"user"})
     async def task_state(ctx: Context, message: Message) -> None:
         REQUEST_VAR.set(message.payload.text)
@@ -371,3 +380,41 @@ async def test_a_message_delivered_from_inside_a_task_goes_to_the_handler_task(
         assert (await raw.reply())["id"] == "m-t"
         await raw.send(_frame(1, raw.message("echo", "then inline", "m-i")))
         assert (await raw.reply())["id"] == "m-i"
+
+
+async def test_a_handler_failing_after_an_await_answers_internal_error(
+    app: tuple[GuardedService, Guard], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The failure is reported as inline ones are, and the connection goes on."""
+    async with _client(app) as raw:
+        await raw.send(
+            _frame(1, raw.message("crash_later", "x", "m-1"))
+            + _frame(1, raw.message("echo", "next", "m-2"))
+        )
+        error = await raw.reply()
+        assert error["type"] == "error" and error["id"] == "m-1"
+        assert error["payload"]["code"] == "INTERNAL_ERROR"
+        assert "secret detail" not in json.dumps(error)
+        assert "secret detail after an await" in caplog.text  # the traceback stays here
+        assert (await raw.reply())["id"] == "m-2"
+
+
+async def test_a_handler_closing_its_connection_drops_what_follows(
+    app: tuple[GuardedService, Guard],
+) -> None:
+    service, guard = app
+    async with _client(app) as raw:
+        await raw.send(
+            _frame(1, raw.message("bye", "x", "m-1"))
+            + _frame(1, raw.message("echo", "too late", "m-2"))
+        )
+        opcode, data = await raw.frame()  # the close, not an echo of m-2
+        assert opcode == 8 and int.from_bytes(data[:2], "big") == 4000
+        await raw.send(_frame(8, data[:2]))  # the client's half of the closing handshake
+        assert await raw.reader.read() == b""  # the server's end of the socket
+        raw.close()  # and this one: the connection is gone
+        for _ in range(100):
+            if guard.sessions.count() == 0:
+                break
+            await asyncio.sleep(0.02)
+        assert guard.sessions.count() == 0
