@@ -2,12 +2,13 @@
 
 It plugs into ``websockets``' own hooks rather than forking its server:
 ``process_request`` runs the guard's handshake policy (and answers wsguard's
-``GET`` endpoints), ``select_subprotocol`` answers ``wsguard.v1`` (never the
-token-carrying offer), ``create_connection`` counts client pings, and the
-connection handler drives :class:`~wsguard.core.connection.ConnectionPolicy`
-frame by frame. ``max_size`` is the message limit, so an oversized frame is
-never buffered (close 1009), and ``websockets`` itself closes invalid UTF-8
-with 1007.
+``GET`` endpoints) and opens the session, ``select_subprotocol`` answers
+``wsguard.v1`` (never the token-carrying offer), and ``create_connection``
+installs :class:`~wsguard.adapters.connection.GuardedConnection`, which counts
+client pings and hands each message to
+:class:`~wsguard.core.connection.ConnectionPolicy` as it is read. ``max_size``
+is the message limit, so an oversized frame is never buffered (close 1009);
+invalid UTF-8 closes with 1007, as ``websockets`` does.
 
 Usage::
 
