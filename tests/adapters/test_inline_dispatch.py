@@ -418,3 +418,30 @@ async def test_a_handler_closing_its_connection_drops_what_follows(
                 break
             await asyncio.sleep(0.02)
         assert guard.sessions.count() == 0
+
+
+async def test_with_compression_messages_go_through_websockets_and_are_answered(
+    guard_factory: Callable[..., Guard],
+) -> None:
+    """permessage-deflate negotiated: the fast path stands aside (compressed frames
+    carry RSV1); websockets inflates, wsguard judges, the replies are compressed."""
+    base = make_config()
+    config = GuardConfig(jwt=base.jwt, origins=base.origins, server=ServerConfig(compression=True))
+    guard = guard_factory(config)
+    async with serve(guard, "127.0.0.1", 0) as service:
+        live = _live(service, guard)
+        async with live.connect(make_token(), compression="deflate") as ws:
+            assert ws.protocol.extensions  # negotiated
+            csrf = json.loads(await ws.recv())["payload"]["csrfToken"]
+            for i in range(3):
+                await ws.send(
+                    json.dumps(
+                        {"type": "chat", "id": f"z-{i}", "payload": {"text": "hi " * 50}}
+                        | {"csrfToken": csrf}
+                    )
+                )
+                reply = json.loads(await ws.recv())
+                assert reply["id"] == f"z-{i}" and reply["payload"]["text"] == ("hi " * 50)
+            [connection] = _connections(service)
+            assert connection.fast_frames == 0
+        await assert_served(live)
