@@ -27,6 +27,7 @@ from tests.conftest import LiveServer, assert_served, make_config, make_token
 from wsguard.adapters.connection import BACKLOG_HIGH, READ_CHUNK, GuardedConnection
 from wsguard.adapters.websockets import Context, GuardedService, serve
 from wsguard.config import GuardConfig, ServerConfig
+from wsguard.core.anomaly import AnomalyConfig
 from wsguard.core.decisions import Message
 from wsguard.core.guard import Guard
 from wsguard.core.ratelimit import RateLimitConfig
@@ -130,10 +131,21 @@ async def app(guard_factory: Callable[..., Guard]) -> AsyncIterator[tuple[Guarde
 async def _app(guard_factory: Callable[..., Guard]) -> AsyncIterator[tuple[GuardedService, Guard]]:
     """The demo plus ``echo`` (replies at once) and handlers that suspend."""
     limits = RateLimitConfig(
-        message_burst=10**6, message_rate=10**6, user_burst=10**6, user_rate=10**6
+        message_burst=10**6,
+        message_rate=10**6,
+        user_burst=10**6,
+        user_rate=10**6,
+        handshake_attempts=1000,  # many clients from 127.0.0.1 in one test
     )
     base = make_config()
-    guard = guard_factory(GuardConfig(jwt=base.jwt, origins=base.origins, rate_limits=limits))
+    guard = guard_factory(
+        GuardConfig(
+            jwt=base.jwt,
+            origins=base.origins,
+            rate_limits=limits,
+            anomaly=AnomalyConfig(stuffing_subjects=1000),  # and many users
+        )
+    )
     gate = asyncio.Event()
     gate.set()
     guard.state = {"gate": gate}  # type: ignore[attr-defined]
@@ -445,3 +457,35 @@ async def test_with_compression_messages_go_through_websockets_and_are_answered(
             [connection] = _connections(service)
             assert connection.fast_frames == 0
         await assert_served(live)
+
+
+async def test_many_clients_mixing_quick_slow_and_failing_handlers_keep_order(
+    app: tuple[GuardedService, Guard], caplog: pytest.LogCaptureFixture
+) -> None:
+    """10 clients, 40 messages each, random types and random cuts of the byte
+    stream: every client gets one answer per message, in its own order."""
+    import random
+
+    service, guard = app
+    rng = random.Random(6)
+
+    async def client(number: int) -> None:
+        raw = await Raw.open(service.port, user=f"u{number}")
+        kinds = [rng.choice(("echo", "echo", "slow", "crash_later")) for _ in range(40)]
+        stream = b"".join(
+            _frame(1, raw.message(kind, f"{number}-{i}", f"m-{i}")) for i, kind in enumerate(kinds)
+        )
+        cuts = sorted(rng.sample(range(1, len(stream)), 25))
+        chunks = [stream[a:b] for a, b in zip([0, *cuts], [*cuts, len(stream)], strict=True)]
+        sender = asyncio.ensure_future(raw.send(*chunks))
+        replies = [await raw.reply() for _ in kinds]
+        await sender
+        assert [r["id"] for r in replies] == [f"m-{i}" for i in range(40)]
+        for reply, kind in zip(replies, kinds, strict=True):
+            assert reply["type"] == ("error" if kind == "crash_later" else kind)
+        raw.close()
+
+    async with asyncio.timeout(30):
+        await asyncio.gather(*(client(n) for n in range(10)))
+    assert "message dispatch failed" not in caplog.text
+    await assert_served(_live(service, guard))
