@@ -12,9 +12,17 @@ import json
 import os
 from collections.abc import Callable
 
-from tests.conftest import LiveServer, assert_served, make_token, welcome
+import pytest
+
+from tests.conftest import LiveServer, assert_served, make_config, make_token, welcome
 from wsguard.adapters.websockets import serve
+from wsguard.config import GuardConfig
+from wsguard.core.anomaly import AnomalyConfig
+from wsguard.core.clock import SystemClock
 from wsguard.core.guard import Guard
+from wsguard.core.ratelimit import RateLimitConfig
+from wsguard.core.registry import SessionConfig
+from wsguard.reputation import Reputation, ReputationConfig
 
 
 def _request(port: int, token: str, version: str = "13") -> bytes:
@@ -102,3 +110,58 @@ async def test_a_closed_connection_is_freed_without_the_garbage_collector(
         gc.enable()
     assert not left, f"{len(left)} connections freed only by the garbage collector"
     await assert_served(live_server)
+
+
+@pytest.mark.parametrize("slow_provider", [False, True], ids=["no-provider", "slow-provider"])
+@pytest.mark.parametrize(
+    ("users", "cap"),
+    [
+        pytest.param([f"u{i}" for i in range(10)], "ip", id="connections-per-ip"),
+        pytest.param(["same"] * 10, "user", id="sessions-per-user"),
+    ],
+)
+async def test_concurrent_handshakes_cannot_overshoot_the_caps(
+    guard_factory: Callable[..., Guard], users: list[str], cap: str, slow_provider: bool
+) -> None:
+    """Ten upgrade requests written before any answer is read: exactly the cap
+    gets 101 and the rest are refused with 429, never opened and then closed.
+    A slow reputation provider makes all ten wait at the same await first."""
+
+    async def provider(ip: str) -> bool:
+        await asyncio.sleep(0.05)
+        return False
+
+    base = make_config()
+    config = GuardConfig(
+        jwt=base.jwt,
+        origins=base.origins,
+        rate_limits=RateLimitConfig(
+            max_connections_per_ip=3 if cap == "ip" else 100, handshake_attempts=100
+        ),
+        sessions=SessionConfig(max_sessions_per_user=2 if cap == "user" else 100),
+        anomaly=AnomalyConfig(stuffing_subjects=100),
+    )
+    guard = guard_factory(config)
+    limit = 3 if cap == "ip" else 2
+    reputation = (
+        Reputation(ReputationConfig(blocklist_file=None), SystemClock(), provider=provider)
+        if slow_provider
+        else None
+    )
+    async with serve(guard, "127.0.0.1", 0, reputation=reputation) as service:
+        port = service.port
+        streams = [await asyncio.open_connection("127.0.0.1", port) for _ in users]
+        for (_, writer), user in zip(streams, users, strict=True):
+            writer.write(_request(port, make_token(user)))
+        heads = [await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5) for reader, _ in streams]
+        statuses = sorted(int(head.split()[1]) for head in heads)
+        assert statuses == [101] * limit + [429] * (len(users) - limit)
+        assert guard.sessions.count() == limit
+        for _, writer in streams:
+            writer.close()
+        for _ in range(100):
+            if guard.sessions.count() == 0:
+                break
+            await asyncio.sleep(0.02)
+        assert guard.sessions.count() == 0 and guard.connections.total == 0
+        await assert_served(LiveServer(guard, f"ws://127.0.0.1:{port}/ws"))

@@ -293,7 +293,7 @@ class GuardedConnection(ServerConnection):
         transport is aborted if the client has not closed within
         ``close_timeout``.
         """
-        self._discard()
+        self.discard_messages()
         if self._failing is None:
             self._failing = self.loop.create_task(self._fail_now(code, reason))
 
@@ -338,7 +338,7 @@ class GuardedConnection(ServerConnection):
             pending = self._context.run(on_message, message)
         except Exception:  # the server's dispatch catches handler errors; be safe anyway
             logger.exception("message dispatch failed")
-            self._discard()
+            self.discard_messages()
             self.transport.abort()
             return
         finally:
@@ -366,7 +366,7 @@ class GuardedConnection(ServerConnection):
                         await pending
             except Exception:  # the server's dispatch catches handler errors; be safe anyway
                 logger.exception("message dispatch failed")
-                self._discard()
+                self.discard_messages()
                 self.transport.abort()
             finally:
                 self._wake = self.loop.create_future()
@@ -379,7 +379,8 @@ class GuardedConnection(ServerConnection):
         if not self.transport.is_closing():
             self.transport.resume_reading()
 
-    def _discard(self) -> None:
+    def discard_messages(self) -> None:
+        """Drop every message from now on (the connection is closing)."""
         self._discarding = True
         self._backlog = None
         self._fragments = None
@@ -404,10 +405,6 @@ class GuardedConnection(ServerConnection):
             # The closure refers back to this connection: without this, every
             # connection would be a reference cycle left to the garbage collector.
             self._on_message = None
-
-    def discard_messages(self) -> None:
-        """Drop every message from now on (the connection is closing)."""
-        self._discard()
 
 
 def peer_ip(connection: ServerConnection) -> str:

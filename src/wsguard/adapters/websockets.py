@@ -97,6 +97,16 @@ async def send_text(connection: ServerConnection, data: bytes) -> None:
         await connection.send(data, text=True)
 
 
+def send_or_later(connection: ServerConnection, data: bytes) -> Awaitable[None] | None:
+    """Write a text frame now if possible; else return the send to await.
+
+    Nothing is raised for a closed connection: the frame is then dropped.
+    """
+    if write_text(connection, data):
+        return None
+    return _send_quietly(connection, data)
+
+
 async def _send_quietly(connection: ServerConnection, data: bytes) -> None:
     try:
         await connection.send(data, text=True)
@@ -296,9 +306,7 @@ class GuardedServer:
                         policy.session.id,
                         decision.detail,
                     )
-                if write_text(connection, decision.frame):
-                    return None
-                return _send_quietly(connection, decision.frame)
+                return send_or_later(connection, decision.frame)
             assert isinstance(decision, Close)  # help mypy
             count("-", "closed")
             connection.discard_messages()
@@ -349,9 +357,7 @@ class GuardedServer:
             exc_info=exc,
         )
         frame = error_frame(ErrorCode.INTERNAL_ERROR, request_id, message.id)
-        if write_text(connection, frame):
-            return None
-        return _send_quietly(connection, frame)
+        return send_or_later(connection, frame)
 
     async def _close(self, connection: ServerConnection, session: Session, close: Close) -> None:
         logger.info(
@@ -464,10 +470,9 @@ class GuardedServer:
             self._reported_failures = failures
 
     async def _push(self, live: Live, kind: str, payload: Any) -> None:
-        try:
-            await send_text(live.connection, encode_frame(kind, payload))
-        except ConnectionClosed:
-            pass
+        pending = send_or_later(live.connection, encode_frame(kind, payload))
+        if pending is not None:
+            await pending
 
     async def _keepalive(self, now: float) -> None:
         server = self.guard.config.server
