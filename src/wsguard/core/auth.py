@@ -2,9 +2,10 @@
 
 :class:`TokenVerifier` checks a compact JWS token against :class:`JwtConfig`:
 the algorithm allow list first (so ``none`` and key confusion are refused before
-any signature maths), then the signature through PyJWT, then every claim rule
-itself against the injected :class:`Clock`. PyJWT's own time checks are off:
-they read the system clock, which would make the policy untestable.
+any signature maths), then the signature through PyJWT
+(:class:`~wsguard.core.jws.SignatureChecker`), then every claim rule itself
+against the injected :class:`Clock`. PyJWT checks no claim: its time checks
+read the system clock, which would make the policy untestable.
 
 Every failure is :exc:`AuthenticationFailed` with a fixed, short reason for the
 server log. Reasons never quote the token or a claim value: both come from the
@@ -39,10 +40,10 @@ from cryptography.hazmat.primitives.asymmetric.ed448 import Ed448PrivateKey, Ed4
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_private_key, load_pem_public_key
-from jwt.types import Options
 
 from wsguard.config import HMAC_ALGORITHMS, JwtConfig
 from wsguard.core.clock import Clock
+from wsguard.core.jws import SignatureChecker
 from wsguard.exceptions import AuthenticationFailed, ConfigurationError
 
 __all__ = ["Claims", "TokenVerifier", "issue_token"]
@@ -126,28 +127,15 @@ class TokenVerifier:
         self._config = config
         self._clock = clock
         self._allowed = frozenset(config.algorithms)
-        self._algorithms = list(config.algorithms)
         self._key: _VerifyKey = _load_verify_key(config)
         # sha256(token) -> (claims, nbf) of a token whose signature and claims
         # verified. Times are re-checked against the clock on every hit, and
         # revocation is checked by the caller after verify(), so a cached token
         # is never accepted past either. Bounded: the oldest entries go first.
         self._verified: OrderedDict[bytes, tuple[Claims, float | None]] = OrderedDict()
-        # Claims are checked below against the injected clock; PyJWT would read
-        # the system clock. The key was size-checked above, so enforcing the
-        # minimum length here costs nothing and turns PyJWT's warning into an error.
-        self._options: Options = {
-            "verify_signature": True,
-            "verify_exp": False,
-            "verify_nbf": False,
-            "verify_iat": False,
-            "verify_aud": False,
-            "verify_iss": False,
-            "verify_sub": False,
-            "verify_jti": False,
-            "require": [],
-            "enforce_minimum_key_length": True,
-        }
+        # PyJWT checks the signature only; claims are checked below against the
+        # injected clock, where PyJWT would read the system clock.
+        self._checker = SignatureChecker(config.algorithms, self._key)
 
     def verify(self, token: str) -> Claims:
         """Verify ``token`` and return its claims.
@@ -185,9 +173,7 @@ class TokenVerifier:
             raise AuthenticationFailed("algorithm not allowed")
 
         try:
-            payload = jwt.decode(
-                token, key=self._key, algorithms=self._algorithms, options=self._options
-            )
+            payload = self._checker.payload(token)
         except jwt.InvalidAlgorithmError:
             raise AuthenticationFailed("algorithm not allowed") from None
         except jwt.InvalidSignatureError:

@@ -1,0 +1,121 @@
+"""PyJWT's signature check, without two costs it pays again on every token.
+
+PyJWT does the parsing, the algorithm allow-list and the signature maths here,
+as everywhere in wsguard. Two things change, and nothing else:
+
+* PyJWT 2.15 checks each segment against the base64url alphabet (the fix for
+  GHSA-hxm8-2xgr-2p9m) one character at a time in a generator. The same check
+  is done here by one regular expression over the same alphabet, with the same
+  outcome for every input; ``tests/core/test_jws.py`` compares the two.
+* PyJWT re-examines the HMAC secret on every token (PEM, SSH, DER and JWK
+  checks, a JSON parse among them). The secret never changes, so it is
+  examined once, here, and a token signed with anything else is not possible.
+
+Together they were two thirds of a fresh token's verification. The override
+rests on a private PyJWT method, so ``pyproject.toml`` holds PyJWT to 2.15.x
+and the comparison test fails first if a release changes it.
+"""
+
+from __future__ import annotations
+
+import binascii
+import json
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from jwt.algorithms import HMACAlgorithm
+from jwt.api_jws import PyJWS
+from jwt.exceptions import DecodeError
+from jwt.utils import base64url_decode, base64url_encode
+
+__all__ = ["SignatureChecker", "decode_segment"]
+
+_ALPHABET = re.compile(rb"[A-Za-z0-9_-]*")
+
+
+def decode_segment(segment: bytes, name: str) -> bytes:
+    """Decode one base64url segment exactly as PyJWT 2.15 does.
+
+    Up to two ``=`` of padding are accepted when the segment's length is a
+    multiple of four; anything outside the alphabet, an impossible length and
+    a non-canonical encoding (stray trailing bits) are refused.
+
+    Raises:
+        DecodeError: ``Invalid <name> padding``, PyJWT's own message.
+    """
+    stripped = segment.rstrip(b"=")
+    padding = len(segment) - len(stripped)
+    if (
+        padding > 2
+        or (padding and len(segment) % 4 != 0)
+        or len(stripped) % 4 == 1
+        or _ALPHABET.fullmatch(stripped) is None
+    ):
+        raise DecodeError(f"Invalid {name} padding")
+    try:
+        decoded = base64url_decode(stripped)
+    except (TypeError, binascii.Error) as err:
+        raise DecodeError(f"Invalid {name} padding") from err
+    if base64url_encode(decoded) != stripped:
+        raise DecodeError(f"Invalid {name} padding")
+    return decoded
+
+
+class _CheckedSecret(HMACAlgorithm):
+    """An HMAC algorithm whose one secret PyJWT examined at start-up."""
+
+    def __init__(self, hash_alg: Any, secret: bytes) -> None:
+        super().__init__(hash_alg)
+        self._secret = secret
+        # Raises InvalidKeyError for a PEM, SSH, DER or JWK "secret", as PyJWT would.
+        self._prepared = super().prepare_key(secret)
+
+    def prepare_key(self, key: str | bytes) -> bytes:
+        if key is self._secret:
+            return self._prepared
+        return super().prepare_key(key)
+
+
+class SignatureChecker(PyJWS):
+    """Checks a compact JWS against one key and returns its JSON payload.
+
+    Args:
+        algorithms: the allowed ``alg`` values; no other is ever used.
+        key: the HMAC secret, or a loaded public key.
+
+    Raises:
+        jwt.InvalidKeyError: the secret is an asymmetric key or a JWK.
+    """
+
+    _decode_base64url_segment = staticmethod(decode_segment)
+
+    def __init__(self, algorithms: Sequence[str], key: Any) -> None:
+        super().__init__(
+            algorithms, options={"verify_signature": True, "enforce_minimum_key_length": True}
+        )
+        self._allowed = list(algorithms)
+        self._key = key
+        if isinstance(key, bytes):
+            for alg in algorithms:
+                default = self.get_algorithm_by_name(alg)
+                if isinstance(default, HMACAlgorithm):
+                    self.unregister_algorithm(alg)
+                    self.register_algorithm(alg, _CheckedSecret(default.hash_alg, key))
+
+    def payload(self, token: str) -> dict[str, Any]:
+        """The verified payload of ``token``; claims are not checked here.
+
+        Raises:
+            jwt.PyJWTError: the token is malformed, its ``alg`` is not allowed
+                or its signature does not verify.
+        """
+        decoded = self.decode_complete(token, key=self._key, algorithms=self._allowed)
+        # As PyJWT's own payload decoding, so that claims read the same.
+        try:
+            payload = json.loads(decoded["payload"])
+        except (ValueError, RecursionError) as exc:
+            raise DecodeError(f"Invalid payload string: {exc}") from exc
+        if not isinstance(payload, dict):
+            raise DecodeError("Invalid payload string: must be a json object")
+        return payload

@@ -1,0 +1,132 @@
+"""The signature checker keeps PyJWT's refusals: same segment decoding, same secret checks."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+
+import jwt
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from jwt.api_jws import PyJWS
+
+from wsguard.config import JwtConfig
+from wsguard.core.auth import TokenVerifier
+from wsguard.core.clock import FakeClock
+from wsguard.core.jws import SignatureChecker, decode_segment
+from wsguard.exceptions import AuthenticationFailed, ConfigurationError
+
+SECRET = b"jws-test-secret-0123456789abcdef0123456789"
+NOW = 1_764_400_000.0
+
+
+def outcome(decoder: object, segment: bytes) -> tuple[str, bytes | str]:
+    try:
+        return "ok", decoder(segment, "crypto")  # type: ignore[operator]
+    except jwt.DecodeError as exc:
+        return "refused", str(exc)
+
+
+# Mostly alphabet bytes, with padding, the standard alphabet's "+/", junk,
+# and bytes outside ASCII, so that every branch of both decoders is reached.
+segments = st.lists(
+    st.sampled_from(list(b"AQgw09az_-") + [ord("="), ord("+"), ord("/"), ord("!"), 0, 0xE9, 10]),
+    max_size=24,
+).map(bytes)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(segments)
+def test_segment_decoding_matches_pyjwt(segment: bytes) -> None:
+    assert outcome(decode_segment, segment) == outcome(PyJWS._decode_base64url_segment, segment)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.binary(max_size=40), st.integers(0, 2))
+def test_every_canonical_encoding_decodes_as_pyjwt_does(data: bytes, padding: int) -> None:
+    text = base64.urlsafe_b64encode(data).rstrip(b"=")
+    padded = text + b"=" * padding
+    assert outcome(decode_segment, padded) == outcome(PyJWS._decode_base64url_segment, padded)
+    assert outcome(decode_segment, text) == ("ok", data)
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def signed(payload: dict[str, object], key: bytes = SECRET) -> tuple[str, str]:
+    header = b64url(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+    body = b64url(json.dumps(payload).encode())
+    signing_input = f"{header}.{body}"
+    return signing_input, b64url(hmac.new(key, signing_input.encode(), hashlib.sha256).digest())
+
+
+CLAIMS = {"sub": "alice", "roles": ["user"], "iat": int(NOW), "exp": int(NOW) + 600}
+
+
+@pytest.fixture
+def verifier() -> TokenVerifier:
+    return TokenVerifier(JwtConfig(secret=SECRET.decode()), FakeClock(NOW))
+
+
+@pytest.mark.parametrize(
+    "mangle",
+    [
+        # The GHSA-hxm8-2xgr-2p9m shape: junk that a lax base64 decoder skips.
+        lambda sig: sig[:8] + "!!!!" + sig[8:],
+        lambda sig: sig + "====",
+        lambda sig: sig + "=",  # padding on a length that is not a multiple of four
+        # Stray trailing bits: decodes to the same signature, but not canonical.
+        lambda sig: sig[:-1] + ("B" if sig[-1] == "A" else chr(ord(sig[-1]) ^ 1)),
+        lambda sig: sig + "A",
+    ],
+)
+def test_mangled_signature_is_refused_and_the_real_one_passes(
+    verifier: TokenVerifier, mangle: object
+) -> None:
+    signing_input, signature = signed({**CLAIMS, "jti": "a"})
+    forged = f"{signing_input}.{mangle(signature)}"  # type: ignore[operator]
+    with pytest.raises(AuthenticationFailed):
+        verifier.verify(forged)
+    assert verifier.verify(f"{signing_input}.{signature}").subject == "alice"
+
+
+def test_padding_that_pyjwt_accepts_is_still_refused(verifier: TokenVerifier) -> None:
+    # RFC 7515 compact tokens carry no padding; the shape check is stricter than PyJWT.
+    signing_input, signature = signed({**CLAIMS, "jti": "b"})
+    padded = signature + "=" * (-len(signature) % 4)
+    assert padded != signature
+    token = f"{signing_input}.{padded}"
+    assert jwt.decode(token, SECRET, algorithms=["HS256"], options={"verify_exp": False})
+    with pytest.raises(AuthenticationFailed, match="malformed token"):
+        verifier.verify(token)
+    assert verifier.verify(f"{signing_input}.{signature}").subject == "alice"
+
+
+def test_another_key_is_refused(verifier: TokenVerifier) -> None:
+    signing_input, signature = signed(CLAIMS, key=SECRET + b"x")
+    with pytest.raises(AuthenticationFailed, match="bad signature"):
+        verifier.verify(f"{signing_input}.{signature}")
+
+
+def test_a_jwk_is_refused_as_an_hmac_secret() -> None:
+    jwk = json.dumps({"kty": "oct", "k": b64url(SECRET)})
+    with pytest.raises(ConfigurationError, match="jwt.secret"):
+        TokenVerifier(JwtConfig(secret=jwk), FakeClock(NOW))
+    with pytest.raises(jwt.InvalidKeyError):
+        SignatureChecker(["HS256"], jwk.encode())
+
+
+def test_payload_must_be_a_json_object() -> None:
+    checker = SignatureChecker(["HS256"], SECRET)
+    header = b64url(b'{"alg":"HS256"}')
+    for body in (b"[1]", b"not json"):
+        signing_input = f"{header}.{b64url(body)}"
+        sig = b64url(hmac.new(SECRET, signing_input.encode(), hashlib.sha256).digest())
+        with pytest.raises(jwt.DecodeError, match="Invalid payload string"):
+            checker.payload(f"{signing_input}.{sig}")
+    signing_input, signature = signed(CLAIMS)
+    assert checker.payload(f"{signing_input}.{signature}") == CLAIMS
