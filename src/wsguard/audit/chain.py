@@ -240,55 +240,61 @@ class Chain:
         with ``hash`` between them (``SignedRecord.text``).
         """
         seq = self.seq + 1
-        head: dict[str, Any] = {
-            "client_ip": _text(event.client_ip),
-            "details": {_text(str(k)): _detail(v) for k, v in event.details.items()},
-            "event": _text(event.event),
-        }
-        tail: dict[str, Any] = {
-            "prev_hash": self.prev_hash,
-            "request_id": _text(event.request_id),
-            "seq": seq,
-            "session_id": _text(event.session_id),
-            "severity": event.severity,
-            "time": float(event.time),
-            "user": _text(event.user),
-        }
-        # The same text as canonical(head)[:-1] and canonical(tail)[1:], written
-        # out: the keys' order is fixed, and json.dumps would rebuild an encoder
-        # per call (a property test holds the two equal).
-        details = head["details"]
+        client_ip = _text(event.client_ip)
+        details = {_text(str(k)): _detail(v) for k, v in event.details.items()}
+        name = _text(event.event)
+        request_id = _text(event.request_id)
+        session_id = _text(event.session_id)
+        severity = event.severity
+        time = float(event.time)
+        user = _text(event.user)
+        prev_hash = self.prev_hash
+        # The same text as canonical(record) without and with "hash", written
+        # out: the keys' order is fixed, and json.dumps would rebuild an
+        # encoder per call (a property test holds the two equal).
         head_text = (
             '{"client_ip":'
-            + _json(head["client_ip"])
+            + _json(client_ip)
             + ',"details":{'
             + ",".join(_encode_str(k) + ":" + _json(details[k]) for k in sorted(details))
             + '},"event":'
-            + _json(head["event"])
+            + _json(name)
         )
         tail_text = (
             '"prev_hash":'
-            + _json(tail["prev_hash"])
+            + _json(prev_hash)
             + ',"request_id":'
-            + _json(tail["request_id"])
+            + _json(request_id)
             + ',"seq":'
-            + _json(seq)
+            + int.__repr__(seq)
             + ',"session_id":'
-            + _json(tail["session_id"])
+            + _json(session_id)
             + ',"severity":'
-            + _json(tail["severity"])
+            + _json(severity)
             + ',"time":'
-            + _json(tail["time"])
+            + _json(time)
             + ',"user":'
-            + _json(tail["user"])
+            + _json(user)
             + "}"
         )
         digest = _mac(self.key, f"{head_text},{tail_text}")
-        record = SignedRecord(head, hash=digest, **tail)
+        record = SignedRecord(
+            client_ip=client_ip,
+            details=details,
+            event=name,
+            hash=digest,
+            prev_hash=prev_hash,
+            request_id=request_id,
+            seq=seq,
+            session_id=session_id,
+            severity=severity,
+            time=time,
+            user=user,
+        )
         record.text = f'{head_text},"hash":"{digest}",{tail_text}'
         self.seq = seq
         self.prev_hash = digest
-        self.last_event = head["event"]
+        self.last_event = name
         return record
 
     def checkpoint(self, time: float) -> Record:
