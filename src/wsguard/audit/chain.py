@@ -27,7 +27,7 @@ import hmac
 import json
 import json.encoder
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, overload
 
 from wsguard.audit.events import AuditEvent, DetailValue
 from wsguard.exceptions import WSGuardError
@@ -191,6 +191,12 @@ class Anchor:
         return cls(data["seq"], data["prev_hash"], data["mac"])
 
 
+@overload
+def _text(value: str) -> str: ...
+@overload
+def _text(value: None) -> None: ...
+@overload
+def _text(value: str | None) -> str | None: ...
 def _text(value: str | None) -> str | None:
     # A lone surrogate cannot be UTF-8 encoded; never let it stop the writer.
     if value is None or value.isascii():
