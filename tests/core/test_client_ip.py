@@ -220,6 +220,19 @@ def test_rate_key_of_a_non_address_is_unchanged() -> None:
     assert _identity().rate_key("unix:/run/ws.sock") == "unix:/run/ws.sock"
 
 
+def test_rate_keys_stay_right_through_a_flood_of_distinct_ips() -> None:
+    # The remembered keys are bounded: 10,000 addresses (a /64 each) start the
+    # memory over, and every answer is still the one computed from scratch.
+    identity = _identity()
+    for n in range(10_000):
+        ip = f"2001:db8:{n >> 16:x}:{n & 0xFFFF:x}::{n % 7 + 1:x}"
+        expected = str(ipaddress.ip_network(f"{ip}/64", strict=False))
+        assert identity.rate_key(ip) == expected
+        assert identity.rate_key(ip) == expected  # remembered
+    assert identity.rate_key("198.51.100.7") == "198.51.100.7"
+    assert len(identity._keys) <= 4096
+
+
 # Exemptions.
 
 

@@ -109,7 +109,7 @@ class TokenVerifier:
         self._config = config
         self._clock = clock
         self._key: _VerifyKey = _load_verify_key(config)
-        # sha256(token) -> (claims, nbf) of a token whose signature and claims
+        # blake2b(token) -> (claims, nbf) of a token whose signature and claims
         # verified. Times are re-checked against the clock on every hit, and
         # revocation is checked by the caller after verify(), so a cached token
         # is never accepted past either. Bounded: the oldest entries go first.
@@ -131,9 +131,11 @@ class TokenVerifier:
             raise AuthenticationFailed("no token")
         if len(token) > MAX_TOKEN_LENGTH:
             raise AuthenticationFailed("token too long")
-        if _COMPACT_JWS.fullmatch(token) is None:
+        if not token.isascii():
             raise AuthenticationFailed("malformed token")
-        digest = hashlib.sha256(token.encode()).digest()
+        # A cached token matched the shape below when it was verified: a hit
+        # skips the regular expression too.
+        digest = hashlib.blake2b(token.encode(), digest_size=32).digest()
         cached = self._verified.get(digest)
         if cached is not None:
             claims, nbf = cached
@@ -146,6 +148,8 @@ class TokenVerifier:
             self._verified.move_to_end(digest)
             return claims
 
+        if _COMPACT_JWS.fullmatch(token) is None:
+            raise AuthenticationFailed("malformed token")
         # PyJWT checks ``alg`` against the allow list before it touches a key:
         # that refuses ``none`` (any case) and HS* tokens aimed at a public-key
         # config before any signature maths.

@@ -75,6 +75,9 @@ class NetworkConfig:
             raise ConfigurationError("ipv6_prefix", "must be an integer between 1 and 128")
 
 
+_MAX_CACHED_KEYS = 4096
+
+
 @functools.lru_cache(maxsize=4096)  # a handshake parses its peer up to three times
 def _address(text: str) -> IPAddress | None:
     """Parse an address, unwrapping IPv4-mapped IPv6; ``None`` if it is not one."""
@@ -200,12 +203,15 @@ class ClientIdentity:
         config: the network settings.
     """
 
-    __slots__ = ("_exempt", "_prefix", "_trusted")
+    __slots__ = ("_exempt", "_keys", "_prefix", "_trusted")
 
     def __init__(self, config: NetworkConfig) -> None:
         self._trusted = _parse_networks("trusted_proxies", config.trusted_proxies)
         self._exempt = _parse_networks("exempt_ips", config.exempt_ips)
         self._prefix = config.ipv6_prefix
+        # ip -> rate key: formatting an address costs more than the lookup.
+        # Bounded; a flood of distinct IPs starts it over.
+        self._keys: dict[str, str] = {}
 
     def client_ip(self, peer: str, headers: Iterable[tuple[str, str]]) -> str:
         """The client's address.
@@ -253,6 +259,15 @@ class ClientIdentity:
         (``"2001:db8:1:2::/64"``); an IPv4-mapped IPv6 address as the IPv4
         address. Anything that is not an address is returned unchanged.
         """
+        key = self._keys.get(ip)
+        if key is None:
+            key = self._rate_key(ip)
+            if len(self._keys) >= _MAX_CACHED_KEYS:
+                self._keys.clear()
+            self._keys[ip] = key
+        return key
+
+    def _rate_key(self, ip: str) -> str:
         address = _address(ip.strip())
         if address is None:
             return ip
