@@ -11,6 +11,7 @@ import jwt
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from jwt.algorithms import HMACAlgorithm
 from jwt.api_jws import PyJWS
 
 from wsguard.config import JwtConfig
@@ -130,3 +131,18 @@ def test_payload_must_be_a_json_object() -> None:
             checker.payload(f"{signing_input}.{sig}")
     signing_input, signature = signed(CLAIMS)
     assert checker.payload(f"{signing_input}.{signature}") == CLAIMS
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=300), st.sampled_from(["HS256", "HS384", "HS512"]))
+def test_the_kept_hmac_state_signs_as_hmac_new(message: bytes, alg: str) -> None:
+    checker = SignatureChecker([alg], SECRET)
+    algorithm = checker.get_algorithm_by_name(alg)
+    digest = {"HS256": hashlib.sha256, "HS384": hashlib.sha384, "HS512": hashlib.sha512}[alg]
+    prepared = algorithm.prepare_key(SECRET)
+    assert algorithm.sign(message, prepared) == hmac.new(SECRET, message, digest).digest()
+    other = SECRET + b"-other"
+    assert algorithm.sign(message, other) == hmac.new(other, message, digest).digest()
+    plain = HMACAlgorithm(digest)
+    assert algorithm.check_key_length(prepared) == plain.check_key_length(prepared)
+    assert algorithm.check_key_length(b"short") == plain.check_key_length(b"short") is not None

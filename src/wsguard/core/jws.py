@@ -8,8 +8,9 @@ as everywhere in wsguard. Two things change, and nothing else:
   is done here by one regular expression over the same alphabet, with the same
   outcome for every input; ``tests/core/test_jws.py`` compares the two.
 * PyJWT re-examines the HMAC secret on every token (PEM, SSH, DER and JWK
-  checks, a JSON parse among them). The secret never changes, so it is
-  examined once, here, and a token signed with anything else is not possible.
+  checks, a JSON parse among them), checks its length with a new hash object,
+  and keys a new HMAC. The secret never changes, so all three are done once,
+  here; each token's HMAC starts from a copy of the keyed state.
 
 Together they were two thirds of a fresh token's verification. The override
 rests on a private PyJWT method, so ``pyproject.toml`` holds PyJWT to 2.15.x
@@ -19,6 +20,7 @@ and the comparison test fails first if a release changes it.
 from __future__ import annotations
 
 import binascii
+import hmac
 import json
 import re
 from collections.abc import Sequence
@@ -63,18 +65,38 @@ def decode_segment(segment: bytes, name: str) -> bytes:
 
 
 class _CheckedSecret(HMACAlgorithm):
-    """An HMAC algorithm whose one secret PyJWT examined at start-up."""
+    """An HMAC algorithm whose one secret PyJWT examined at start-up.
+
+    For that secret, the examination, the key-length verdict and the keyed
+    HMAC state are kept; any other key takes PyJWT's own path.
+    """
 
     def __init__(self, hash_alg: Any, secret: bytes) -> None:
         super().__init__(hash_alg)
         self._secret = secret
         # Raises InvalidKeyError for a PEM, SSH, DER or JWK "secret", as PyJWT would.
         self._prepared = super().prepare_key(secret)
+        self._length_verdict = super().check_key_length(self._prepared)
+        self._keyed = hmac.new(self._prepared, digestmod=hash_alg)
 
     def prepare_key(self, key: str | bytes) -> bytes:
         if key is self._secret:
             return self._prepared
         return super().prepare_key(key)
+
+    def check_key_length(self, key: Any) -> str | None:
+        if key is self._prepared:
+            return self._length_verdict
+        return super().check_key_length(key)
+
+    def sign(self, msg: bytes, key: bytes) -> bytes:
+        if key is self._prepared:
+            # The same HMAC as hmac.new(key, msg, hash_alg), from a copy of
+            # the keyed state rather than keying it again.
+            mac = self._keyed.copy()
+            mac.update(msg)
+            return mac.digest()
+        return super().sign(msg, key)
 
 
 class SignatureChecker(PyJWS):
