@@ -10,6 +10,8 @@ from typing import Any
 
 import msgspec
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from wsguard.core.signatures import (
     CATEGORIES,
@@ -372,3 +374,74 @@ def test_struct_payload_paths_use_encoded_names() -> None:
     assert (match.category, match.path) == ("xss", "$.payload.items[1].displayName")
     first = scanner.scan(Payload("x' or 1=1 --", 0), "$.payload")
     assert first is not None and first.path == "$.payload.title"
+
+
+# The blank-anchored rules are searched on their own and "union select" is
+# anchored on the word: the scanner must still answer as the one combined
+# pattern it replaced, built here as it was.
+
+
+def _combined_reference() -> Any:
+    import re
+
+    from wsguard.core import signatures as sig
+
+    number_pair = r"\s{1,10}(?P<_n>\d{1,10})\s{0,5}=\s{0,5}(?P=_n)\b"
+    blank = (
+        " ",
+        "",
+        (
+            ("sqli", "or" + number_pair),
+            ("sqli", "and" + number_pair),
+            (
+                "sqli",
+                rf"(?<=union\s)(?<!\wunion\s){sig._SQL_GAP}{{0,9}}+"
+                rf"(?:all{sig._SQL_GAP}{{1,10}})?select\b",
+            ),
+        ),
+    )
+    groups: dict[str, str] = {}
+    anchors = [entry for entry in sig._ANCHORS if entry[0] != "u"] + [blank]
+    pattern = re.compile(
+        "|".join(
+            re.escape(anchor) + prefix + sig._alternation(rules, groups)
+            for anchors_, prefix, rules in anchors
+            for anchor in anchors_
+        )
+    )
+
+    def scan(text: str) -> str | None:
+        lowered = text.lower()
+        if lowered[:1] == "$" and lowered[1:] in sig._NOSQL_OPERATORS:
+            return "nosql"
+        found = pattern.search(lowered)
+        return None if found is None else groups[str(found.lastgroup)]
+
+    return scan
+
+
+_REFERENCE = _combined_reference()
+_PIECES = [
+    " ", "  ", "\t", "union", "UNION", "select", "all", "/**/", "/*x*/", "or", "OR", "and",
+    "1", "12", "=", " = ", "'", '"', "<", "script", ">", "../", ".", ";", "drop table",
+    "x", "a", "--", "|", "&", "sleep(5)", "$ne", "{{7*7}}", "javascript:", "nunion", "_",
+    "é", "\u00a0",
+    # Whole and near-whole attacks on the moved rules, so that examples reach them.
+    " and 1=1", " or 2=2", " OR 3 = 3", " or 1=2", " and\t7=7", " or 1=11", "1=1",
+    "union select", " union select", " union all select", "xunion select", "union  select",
+    " union/**/select", "union\tselect", " union all/**/select", " union selection",
+]  # fmt: skip
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.lists(st.sampled_from(_PIECES), max_size=14).map("".join))
+def test_scan_answers_as_the_combined_pattern(text: str) -> None:
+    assert SignatureScanner().scan_text(text) == _REFERENCE(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["1 union select 1", "x union all select", "a union/**/select", "' or 1=1", "x or 2=2 and 3=3"],
+)
+def test_moved_rules_still_match(text: str) -> None:
+    assert SignatureScanner().scan_text(text) == _REFERENCE(text) == "sqli"

@@ -122,8 +122,10 @@ class SignatureMatch(NamedTuple):
 #
 #     <(?:script\b(?P<r0>)|iframe\b(?P<r1>)|...)|;\s{0,10}+(?:drop...(?P<r7>)|...)|...
 #
-# * Each top-level alternative starts with one *anchor*, a symbol or a blank,
-#   never a letter. A pattern whose alternatives all start with a literal
+# * Each top-level alternative starts with one *anchor*, a symbol, or the
+#   letter "u" of "union" (followed by a literal "nion "). Blanks are not
+#   anchors: the rules that start with one are searched on their own
+#   (``_BLANK_RULES``). A pattern whose alternatives all start with a literal
 #   gets a "charset prefix" in re: search() skips every other character in a
 #   tight C loop and enters the pattern only at an anchor.
 # * Under an anchor, every rule starts with a literal or a character class,
@@ -133,9 +135,10 @@ class SignatureMatch(NamedTuple):
 #   prevent. The empty group closes last, so ``lastgroup`` names the rule.
 # * Blanks shared by the rules of an anchor are matched once, possessively
 #   (``\s{0,10}+``): a failing rule never backtracks into them.
-# * Words ("union", "javascript", "sleep") are not anchors, letters being too
-#   common: they are checked with a fixed-width look-behind from the symbol
-#   or blank that follows them.
+# * Words ("javascript", "sleep") are not anchors, letters being too common:
+#   they are checked with a fixed-width look-behind from the symbol that
+#   follows them. "union" is the exception: it was checked from the blank
+#   after it, which made every blank of every message enter the pattern.
 #
 # One named group per category at the top level costs ~1 us per character
 # (every position enters every group): 40-100 ms for 64 KiB. This shape keeps
@@ -231,16 +234,13 @@ _ANCHORS: Final[tuple[tuple[str, str, _Rules], ...]] = (
         ),
     ),
     (
-        " ",
+        # "union select": anchored on the word, not on the blank after it.
+        "u",
         "",
         (
-            # "or 1=1" without a quote: the same number on both sides.
-            ("sqli", r"or\s{1,10}(?P<_n>\d{1,10})\s{0,5}=\s{0,5}(?P=_n)\b"),
-            ("sqli", r"and\s{1,10}(?P<_n>\d{1,10})\s{0,5}=\s{0,5}(?P=_n)\b"),
             (
                 "sqli",
-                rf"(?<=union\s)(?<!\wunion\s){_SQL_GAP}{{0,9}}+"
-                rf"(?:all{_SQL_GAP}{{1,10}})?select\b",
+                rf"nion (?<!\wunion ){_SQL_GAP}{{0,9}}+(?:all{_SQL_GAP}{{1,10}})?select\b",
             ),
         ),
     ),
@@ -373,6 +373,17 @@ CATEGORIES: Final[tuple[str, ...]] = (
 
 _SHORTEST = 3  # "../", "$ne": no rule matches fewer characters.
 
+# Rules that start with a blank, searched on their own: a blank is the most
+# common character of ordinary text, and as an anchor of the combined pattern
+# each one costs an entry into it. Alone, each rule starts with a literal of
+# three or four characters (" or", " and"): a substring test finds whether
+# the rule can match at all.
+_BLANK_RULES: Final[tuple[tuple[str, str, str], ...]] = (
+    # "or 1=1" without a quote: the same number on both sides.
+    ("sqli", " or", r"\s{1,10}(?P<n>\d{1,10})\s{0,5}=\s{0,5}(?P=n)\b"),
+    ("sqli", " and", r"\s{1,10}(?P<n>\d{1,10})\s{0,5}=\s{0,5}(?P=n)\b"),
+)
+
 
 def _alternation(rules: _Rules, groups: dict[str, str]) -> str:
     """The source of one alternation, each rule ended by its named group."""
@@ -420,11 +431,15 @@ class SignatureScanner:
     so it is safe to use from any connection.
     """
 
-    __slots__ = ("_groups", "_search")
+    __slots__ = ("_blank", "_groups", "_search")
 
     def __init__(self) -> None:
         pattern, self._groups = _compile()
         self._search = pattern.search
+        self._blank = tuple(
+            (literal, re.compile(literal + rule).search, category)
+            for category, literal, rule in _BLANK_RULES
+        )
 
     def scan_text(self, text: str) -> str | None:
         """Scan one string.
@@ -443,12 +458,22 @@ class SignatureScanner:
         ):
             return "nosql"
         found = self._search(lowered)
-        if found is None:
-            return None
-        # lastgroup is the last group to close: the rule's own group, which
-        # encloses any group of its pattern.
-        assert found.lastgroup is not None  # every alternative is a group
-        return self._groups[found.lastgroup]
+        category: str | None = None
+        start = len(lowered)
+        if found is not None:
+            # lastgroup is the last group to close: the rule's own group, which
+            # encloses any group of its pattern.
+            assert found.lastgroup is not None  # every alternative is a group
+            category, start = self._groups[found.lastgroup], found.start()
+        # The first match in the text wins, as in one pattern: no two rules
+        # can start at the same place (each starts with its own character).
+        for literal, search, rule_category in self._blank:
+            if literal not in lowered:  # a substring test is cheaper than a search
+                continue
+            blank = search(lowered)
+            if blank is not None and blank.start() < start:
+                category, start = rule_category, blank.start()
+        return category
 
     def scan(self, value: Any, path: str = "$") -> SignatureMatch | None:
         """Scan every string in a decoded message, keys included.
