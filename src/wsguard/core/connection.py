@@ -30,6 +30,8 @@ from wsguard.exceptions import AuthenticationFailed
 if TYPE_CHECKING:
     from wsguard.core.guard import Guard
 
+_new = tuple.__new__
+
 _SCORED = {
     ErrorCode.INVALID_MESSAGE: AnomalyEvent.INVALID_MESSAGE,
     ErrorCode.INVALID_PAYLOAD: AnomalyEvent.INVALID_PAYLOAD,
@@ -215,7 +217,9 @@ class ConnectionPolicy:
                 return self._refresh(payload, envelope.id, now)
         elif self._track_idle:
             self._guard.sessions.touch(self.session.id, now)
-        return Deliver(Message(envelope.type, envelope.id, payload, self.session), message_type)
+        # tuple.__new__ builds the named tuples without their Python __new__.
+        message = _new(Message, (envelope.type, envelope.id, payload, self.session))
+        return _new(Deliver, (message, message_type))
 
     def receive_ping(self) -> Close | None:
         """Count a ping from the client; a flood closes with 4429 (and bans)."""

@@ -58,6 +58,9 @@ class Envelope(NamedTuple):
     timestamp: int | None
 
 
+_new = tuple.__new__
+
+
 class _DuplicateKey(ValueError):
     pass
 
@@ -224,4 +227,5 @@ class EnvelopeDecoder:
             raise EnvelopeError(
                 ErrorCode.INVALID_PAYLOAD, "payload not an object", "$.payload", message_id
             )
-        return Envelope(kind, message_id, payload, csrf_token, timestamp)
+        # tuple.__new__ builds the named tuple without its Python __new__.
+        return _new(Envelope, (kind, message_id, payload, csrf_token, timestamp))
