@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import base64
+import binascii
 from dataclasses import dataclass, field
 
 from wsguard.core.entropy import random_bytes
@@ -18,9 +18,14 @@ def new_session_id() -> SessionId:
     return SessionId(random_bytes(SESSION_ID_BYTES).hex())
 
 
+_URLSAFE = bytes.maketrans(b"+/", b"-_")
+
+
 def new_csrf_token() -> str:
-    # 24 bytes: 32 base64url characters, no padding (as secrets.token_urlsafe).
-    return base64.urlsafe_b64encode(random_bytes(CSRF_TOKEN_BYTES)).decode()
+    # 24 bytes: 32 base64url characters, no padding (as secrets.token_urlsafe);
+    # binascii directly, without base64.urlsafe_b64encode's Python layers.
+    encoded = binascii.b2a_base64(random_bytes(CSRF_TOKEN_BYTES), newline=False)
+    return encoded.translate(_URLSAFE).decode("ascii")
 
 
 @dataclass(slots=True, eq=False)
