@@ -20,9 +20,10 @@ Backtracking. Python's :mod:`re` backtracks, so every pattern here is written
 to run in time linear in the text (``benchmarks/redos.py`` checks it on 64 KiB
 adversarial strings):
 
-* every rule starts with a symbol (an *anchor*), so most positions are
-  skipped without entering the pattern, and under an anchor every rule starts
-  with a literal or a character class, so most rules fail on it;
+* every rule starts with a symbol (an *anchor*), a literal blank and word
+  (" or", " and") or the word "union", so most positions are skipped without
+  entering the pattern, and under an anchor every rule starts with a literal
+  or a character class, so most rules fail on it;
 * every repetition is bounded (``{0,20}``, never ``*`` or ``+``), and two
   repetitions next to each other match disjoint characters (``\\s`` then
   ``\\w``), or are separated by a literal, so that they cannot trade
