@@ -75,9 +75,6 @@ class NetworkConfig:
             raise ConfigurationError("ipv6_prefix", "must be an integer between 1 and 128")
 
 
-_MAX_CACHED_KEYS = 4096
-
-
 @functools.lru_cache(maxsize=4096)  # a handshake parses its peer up to three times
 def _address(text: str) -> IPAddress | None:
     """Parse an address, unwrapping IPv4-mapped IPv6; ``None`` if it is not one."""
@@ -88,6 +85,20 @@ def _address(text: str) -> IPAddress | None:
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         return address.ipv4_mapped
     return address
+
+
+# Formatting an address costs more than a cache hit; bounded like _address.
+@functools.lru_cache(maxsize=4096)
+def _rate_key(ip: str, prefix: int) -> str:
+    address = _address(ip.strip())
+    if address is None:
+        return ip
+    if isinstance(address, ipaddress.IPv4Address):
+        return str(address)
+    mask = ((1 << prefix) - 1) << (128 - prefix)
+    # Built from the integer: this also drops any zone index ("%eth0").
+    network = ipaddress.IPv6Network((int(address) & mask, prefix))
+    return str(network)
 
 
 def _is_port(text: str) -> bool:
@@ -203,15 +214,12 @@ class ClientIdentity:
         config: the network settings.
     """
 
-    __slots__ = ("_exempt", "_keys", "_prefix", "_trusted")
+    __slots__ = ("_exempt", "_prefix", "_trusted")
 
     def __init__(self, config: NetworkConfig) -> None:
         self._trusted = _parse_networks("trusted_proxies", config.trusted_proxies)
         self._exempt = _parse_networks("exempt_ips", config.exempt_ips)
         self._prefix = config.ipv6_prefix
-        # ip -> rate key: formatting an address costs more than the lookup.
-        # Bounded; a flood of distinct IPs starts it over.
-        self._keys: dict[str, str] = {}
 
     def client_ip(self, peer: str, headers: Iterable[tuple[str, str]]) -> str:
         """The client's address.
@@ -259,25 +267,7 @@ class ClientIdentity:
         (``"2001:db8:1:2::/64"``); an IPv4-mapped IPv6 address as the IPv4
         address. Anything that is not an address is returned unchanged.
         """
-        key = self._keys.get(ip)
-        if key is None:
-            key = self._rate_key(ip)
-            if len(self._keys) >= _MAX_CACHED_KEYS:
-                self._keys.clear()
-            self._keys[ip] = key
-        return key
-
-    def _rate_key(self, ip: str) -> str:
-        address = _address(ip.strip())
-        if address is None:
-            return ip
-        if isinstance(address, ipaddress.IPv4Address):
-            return str(address)
-        prefix = self._prefix
-        mask = ((1 << prefix) - 1) << (128 - prefix)
-        # Built from the integer: this also drops any zone index ("%eth0").
-        network = ipaddress.IPv6Network((int(address) & mask, prefix))
-        return str(network)
+        return _rate_key(ip, self._prefix)
 
     def is_exempt(self, ip: str) -> bool:
         """True when ``ip`` is inside ``exempt_ips``."""
