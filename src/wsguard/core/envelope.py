@@ -96,29 +96,50 @@ _SLOW_ESCAPE = re.compile(r'\\[^"\\/nrt]')
 _SLOW_MARKERS = ("\x7f", "__proto__", "constructor", "prototype")
 
 
-def _key_ends(text: str) -> int:
-    """How many times ``"`` + optional whitespace + ``:`` occurs in ``text``.
+def py_prescan(text: str, max_depth: int) -> int:
+    """The number of key ends in a frame that may take the fast path, else -1.
 
-    Compact JSON (what browsers send) has no whitespace after a quote, and then
-    the count is that of ``":``, which ``str.count`` finds without the regex.
+    A key end is ``"`` + optional JSON whitespace + ``:``. -1 means the frame
+    must take the exact slow path (see above). ``_envelope_scan.prescan`` does
+    the same in one pass of C; this is the fallback, and the reference its
+    tests compare it with.
     """
+    if not text.isascii():
+        return -1
+    for marker in _SLOW_MARKERS:
+        if marker in text:
+            return -1
+    if "\\" in text and _SLOW_ESCAPE.search(text) is not None:
+        return -1
+    if text.count("{") + text.count("[") > max_depth:
+        return -1
+    # Compact JSON (what browsers send) has no whitespace after a quote, and
+    # then the count is that of '":', which str.count finds without the regex.
     if '" ' in text or '"\t' in text or '"\n' in text or '"\r' in text:
         return len(_KEY_END.findall(text))
     return text.count('":')
 
 
-def _count_keys(value: Any) -> int:
+def py_count_keys(value: Any) -> int:
+    """Keys in every dict of a decoded value (dicts and lists, as msgspec makes)."""
     count = 0
     if type(value) is dict:
         count = len(value)
         for item in value.values():
             if type(item) is dict or type(item) is list:
-                count += _count_keys(item)
+                count += py_count_keys(item)
     elif type(value) is list:
         for item in value:
             if type(item) is dict or type(item) is list:
-                count += _count_keys(item)
+                count += py_count_keys(item)
     return count
+
+
+try:
+    # The same two functions in C, built by setup.py when a compiler is there.
+    from wsguard.core._envelope_scan import count_keys, prescan
+except ImportError:  # pragma: no cover - a build without the extension
+    prescan, count_keys = py_prescan, py_count_keys
 
 
 class EnvelopeDecoder:
@@ -176,14 +197,8 @@ class EnvelopeDecoder:
 
     def _fast_decode(self, text: str) -> dict[str, Any] | None:
         """Decode a frame that cannot need sanitizing, or None for the slow path."""
-        if not text.isascii():
-            return None
-        for marker in _SLOW_MARKERS:
-            if marker in text:
-                return None
-        if "\\" in text and _SLOW_ESCAPE.search(text) is not None:
-            return None
-        if text.count("{") + text.count("[") > self._max_depth:
+        key_ends = prescan(text, self._max_depth)
+        if key_ends < 0:
             return None
         try:
             obj = _msgspec_decode(text)
@@ -191,7 +206,7 @@ class EnvelopeDecoder:
             raise EnvelopeError(ErrorCode.INVALID_MESSAGE, "invalid JSON") from None
         if type(obj) is not dict:
             raise EnvelopeError(ErrorCode.INVALID_MESSAGE, "not a JSON object")
-        if _count_keys(obj) != _key_ends(text):
+        if count_keys(obj) != key_ends:
             return None  # perhaps a duplicate key: let the exact parser decide
         return obj
 
