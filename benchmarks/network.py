@@ -2,11 +2,17 @@
 
 The servers run in their own processes (:mod:`benchmarks.servers`); this
 process is the load generator. Each round starts a fresh pair of servers and
-runs every scenario on it, bare then guarded; each scenario reports every
-round's ratio guarded/bare and the median. Fresh processes per round because
-one server process can be 30 % faster or slower than the next for its whole
-life (seen: a bare server at 16 or 20 us per echoed message, the same code), so
-that one pair must not decide the whole run.
+runs every scenario on it; each scenario reports every round's ratio
+guarded/bare and the median. Fresh processes per round because one server
+process can be 30 % faster or slower than the next for its whole life (seen: a
+bare server at 16 or 20 us per echoed message, the same code), so that one pair
+must not decide the whole run.
+
+Within a round, each server's time is cut into slices run in the order of
+:data:`SLICE_ORDER` (A B B A B A A B): the speed of this machine drifts by 20 %
+from one few-second stretch to the next, and in this order a drift that is
+linear or quadratic in time falls on both servers alike. A round's figures sum
+its slices.
 """
 
 from __future__ import annotations
@@ -31,6 +37,8 @@ from benchmarks.wsclient import RawClient, client_frame, connect
 
 ROOT = Path(__file__).resolve().parent.parent
 KINDS = ("bare", "guarded")
+SLICE_ORDER = ("bare", "guarded", "guarded", "bare", "guarded", "bare", "bare", "guarded")
+SLICES_PER_KIND = SLICE_ORDER.count("bare")
 # A dummy CSRF token of the same length, so that both servers get the same bytes.
 DUMMY_CSRF = "x" * 32
 
@@ -247,6 +255,21 @@ class Scenario:
         return out
 
 
+def _merge(kind: str, slices: list[Round]) -> Round:
+    """One round made of a server's slices: counts, times and CPU summed."""
+    seconds = sum(r.seconds for r in slices)
+    count = sum(r.count for r in slices)
+    return Round(
+        kind,
+        count / seconds,
+        sum(r.server_cpu_s for r in slices),
+        sum(r.client_cpu_s for r in slices),
+        seconds,
+        count,
+        sum(r.server_kernel_s for r in slices),
+    )
+
+
 def _envelope(kind: str, text: str, csrf: str) -> bytes:
     message = {"type": kind, "id": "m-1", "payload": {"text": text}, "csrfToken": csrf}
     return json.dumps(message, separators=(",", ":")).encode()
@@ -337,7 +360,7 @@ async def echo_pair_round(
     seconds: float,
     log: Callable[[str], None],
 ) -> None:
-    """One round of echo round trips on each server, bare then guarded, after a warm-up."""
+    """One round of echo round trips on each server, in slices, after a warm-up."""
     message_type, text = ("echo_html", MARKUP_TEXT) if markup else ("echo", PLAIN_TEXT)
     opened = {
         kind: await _open_echo_clients(servers[kind], clients_per_server, message_type, text)
@@ -346,8 +369,12 @@ async def echo_pair_round(
     try:
         for kind in KINDS:  # warm-up, not counted
             await _echo_round(servers[kind], opened[kind], 0.5, 0.2)
+        slices: dict[str, list[Round]] = {kind: [] for kind in KINDS}
+        for kind in SLICE_ORDER:
+            part = await _echo_round(servers[kind], opened[kind], seconds / SLICES_PER_KIND, 0.1)
+            slices[kind].append(part)
         for kind in KINDS:
-            result = await _echo_round(servers[kind], opened[kind], seconds, 0.2)
+            result = _merge(kind, slices[kind])
             scenario.rounds.append(result)
             log(f"  {scenario.name} {kind:<7} {result.rate:>9.0f}/s")
     finally:
@@ -417,22 +444,26 @@ async def handshake_pair_round(
     log: Callable[[str], None],
     expected_rate: float = 5000.0,
 ) -> None:
-    """One round of handshakes (connect, upgrade, welcome, close) on each server.
+    """One round of handshakes (connect, upgrade, welcome, close) on each server, in slices.
 
     ``fresh``: a new token for every handshake (signed before the round, so
     that signing is not timed); otherwise each worker reuses one. Both servers
     get the same header; the bare one ignores it.
     """
     for kind in KINDS:  # warm-up
-        pools = [_reused_token() for _ in range(workers)]
-        await _handshake_round(servers[kind], workers, pools, 0.3)
-    for kind in KINDS:
+        warm = [_reused_token() for _ in range(workers)]
+        await _handshake_round(servers[kind], workers, warm, 0.3)
+    slices: dict[str, list[Round]] = {kind: [] for kind in KINDS}
+    part_seconds = seconds / SLICES_PER_KIND
+    for kind in SLICE_ORDER:
         if fresh:
-            per_worker = int(expected_rate * seconds * 1.2 / workers) + 10
-            pools = [TokenPool(per_worker) for _ in range(workers)]
+            per_worker = int(expected_rate * part_seconds * 1.2 / workers) + 10
+            pools: list[Iterator[str]] = [TokenPool(per_worker) for _ in range(workers)]
         else:
             pools = [_reused_token() for _ in range(workers)]
-        result = await _handshake_round(servers[kind], workers, pools, seconds)
+        slices[kind].append(await _handshake_round(servers[kind], workers, pools, part_seconds))
+    for kind in KINDS:
+        result = _merge(kind, slices[kind])
         scenario.rounds.append(result)
         log(f"  {scenario.name} {kind:<7} {result.rate:>9.0f}/s")
 
