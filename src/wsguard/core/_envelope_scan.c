@@ -1,5 +1,6 @@
-/* The envelope's fast-path checks in C: what envelope.py's _prescan and
- * _count_keys do with several passes of str methods, in one pass.
+/* The envelope's fast-path checks in C: what envelope.py's py_prescan and
+ * py_count_keys do with several passes of str methods, in one pass, and the
+ * success path of EnvelopeDecoder._checked_fields.
  *
  * Optional: envelope.py falls back to its Python functions when this module
  * is not built, and tests/core/test_envelope_scan.py checks that both decide
@@ -7,6 +8,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <math.h>
 #include <string.h>
 
 /* Does `marker` (of `length` characters) start at s[i]? */
@@ -144,10 +146,142 @@ count_keys(PyObject *Py_UNUSED(module), PyObject *value)
     return PyLong_FromSsize_t(total);
 }
 
+/* Is `value` a message id, [A-Za-z0-9_.:-]{1,64}? */
+static int
+is_message_id(PyObject *value)
+{
+    if (!PyUnicode_CheckExact(value) || !PyUnicode_IS_ASCII(value)) {
+        return 0;
+    }
+    Py_ssize_t n = PyUnicode_GET_LENGTH(value);
+    if (n < 1 || n > 64) {
+        return 0;
+    }
+    const Py_UCS1 *s = PyUnicode_1BYTE_DATA(value);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_UCS1 c = s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '_' || c == '.' || c == ':' || c == '-')) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* envelope_fields(obj, now, max_skew_ms, max_csrf_chars, envelope_type)
+ *     -> envelope_type | None
+ *
+ * The envelope of a decoded frame whose own keys are all valid, built as
+ * envelope_type(type, id, payload, csrfToken, timestamp); None for anything
+ * else, which the Python checks then refuse with the exact error. It never
+ * raises for a bad frame: it only declines.
+ */
+static PyObject *
+envelope_fields(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 5 || !PyLong_Check(args[3]) || !PyType_Check(args[4]) ||
+        !PyType_IsSubtype((PyTypeObject *)args[4], &PyTuple_Type)) {
+        PyErr_SetString(PyExc_TypeError,
+                        "envelope_fields(obj, now: float, max_skew_ms: float, "
+                        "max_csrf_chars: int, envelope_type: type[tuple])");
+        return NULL;
+    }
+    double now = PyFloat_AsDouble(args[1]); /* any real number, as in Python */
+    if (now == -1.0 && PyErr_Occurred()) {
+        return NULL;
+    }
+    double max_skew_ms = PyFloat_AsDouble(args[2]);
+    if (max_skew_ms == -1.0 && PyErr_Occurred()) {
+        return NULL;
+    }
+    PyObject *obj = args[0];
+    if (!PyDict_CheckExact(obj)) {
+        Py_RETURN_NONE;
+    }
+    Py_ssize_t max_csrf = PyLong_AsSsize_t(args[3]);
+    if (max_csrf == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    PyObject *kind = NULL, *id = Py_None, *payload = NULL, *csrf = Py_None, *timestamp = Py_None;
+    Py_ssize_t pos = 0;
+    PyObject *key, *value;
+    while (PyDict_Next(obj, &pos, &key, &value)) {
+        if (!PyUnicode_CheckExact(key)) {
+            Py_RETURN_NONE;
+        }
+        if (PyUnicode_CompareWithASCIIString(key, "type") == 0) {
+            kind = value;
+        }
+        else if (PyUnicode_CompareWithASCIIString(key, "id") == 0) {
+            id = value;
+        }
+        else if (PyUnicode_CompareWithASCIIString(key, "payload") == 0) {
+            payload = value;
+        }
+        else if (PyUnicode_CompareWithASCIIString(key, "csrfToken") == 0) {
+            csrf = value;
+        }
+        else if (PyUnicode_CompareWithASCIIString(key, "timestamp") == 0) {
+            timestamp = value;
+        }
+        else {
+            Py_RETURN_NONE; /* an unknown top-level key */
+        }
+    }
+    if (kind == NULL || !PyUnicode_Check(kind) || PyUnicode_GET_LENGTH(kind) == 0) {
+        Py_RETURN_NONE;
+    }
+    if (id != Py_None && !is_message_id(id)) {
+        Py_RETURN_NONE;
+    }
+    if (csrf != Py_None && (!PyUnicode_Check(csrf) || PyUnicode_GET_LENGTH(csrf) > max_csrf)) {
+        Py_RETURN_NONE;
+    }
+    if (timestamp != Py_None) {
+        if (!PyLong_CheckExact(timestamp)) {
+            Py_RETURN_NONE; /* bool is a subclass: refused, as type(x) is int refuses it */
+        }
+        double ms = PyLong_AsDouble(timestamp);
+        if (ms == -1.0 && PyErr_Occurred()) {
+            PyErr_Clear(); /* too large for a float: the Python checks decide */
+            Py_RETURN_NONE;
+        }
+        if (!(fabs(ms - now * 1000.0) <= max_skew_ms)) {
+            Py_RETURN_NONE;
+        }
+    }
+    PyObject *owned_payload = NULL;
+    if (payload == NULL) {
+        payload = owned_payload = PyDict_New();
+        if (payload == NULL) {
+            return NULL;
+        }
+    }
+    else if (!PyDict_Check(payload)) {
+        Py_RETURN_NONE;
+    }
+    PyTypeObject *type = (PyTypeObject *)args[4];
+    PyObject *envelope = type->tp_alloc(type, 5);
+    if (envelope == NULL) {
+        Py_XDECREF(owned_payload);
+        return NULL;
+    }
+    PyObject *items[5] = {kind, id, payload, csrf, timestamp};
+    for (Py_ssize_t i = 0; i < 5; i++) {
+        if (items[i] != owned_payload) {
+            Py_INCREF(items[i]);
+        }
+        PyTuple_SET_ITEM(envelope, i, items[i]);
+    }
+    return envelope;
+}
+
 static PyMethodDef methods[] = {
     {"prescan", (PyCFunction)(void (*)(void))prescan, METH_FASTCALL,
      "The key-end count of a frame that may take the fast path, else -1."},
     {"count_keys", count_keys, METH_O, "Keys in every dict of a decoded value."},
+    {"envelope_fields", (PyCFunction)(void (*)(void))envelope_fields, METH_FASTCALL,
+     "The envelope of a decoded frame whose own keys are valid, else None."},
     {NULL, NULL, 0, NULL},
 };
 

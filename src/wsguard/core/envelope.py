@@ -22,6 +22,7 @@ from wsguard.core.sanitize import TooDeep, UnsafeValue, clean_tree
 ENVELOPE_KEYS = frozenset({"type", "id", "payload", "csrfToken", "timestamp"})
 MESSAGE_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 MAX_CSRF_TOKEN_CHARS = 256
+_MAX_TIMESTAMP = 2**63  # ms; far beyond any clock skew, and within a float's range
 
 
 class EnvelopeError(Exception):
@@ -135,11 +136,18 @@ def py_count_keys(value: Any) -> int:
     return count
 
 
+def _no_envelope_fields(
+    obj: object, now: float, max_skew_ms: float, max_csrf_chars: int, envelope_type: type
+) -> Any:
+    """Without the C extension every envelope takes ``_checked_fields``."""
+    return None
+
+
 try:
-    # The same two functions in C, built by setup.py when a compiler is there.
-    from wsguard.core._envelope_scan import count_keys, prescan
+    # The same in C, built by setup.py when a compiler is there.
+    from wsguard.core._envelope_scan import count_keys, envelope_fields, prescan
 except ImportError:  # pragma: no cover - a build without the extension
-    prescan, count_keys = py_prescan, py_count_keys
+    prescan, count_keys, envelope_fields = py_prescan, py_count_keys, _no_envelope_fields
 
 
 class EnvelopeDecoder:
@@ -211,7 +219,21 @@ class EnvelopeDecoder:
         return obj
 
     def _fields(self, obj: dict[str, Any], now: float) -> Envelope:
-        """Check the envelope's own keys and build the :class:`Envelope`."""
+        """Check the envelope's own keys and build the :class:`Envelope`.
+
+        The C extension builds a valid envelope in one call; it declines
+        (None) anything it would refuse, and :meth:`_checked_fields` then
+        names the error.
+        """
+        envelope: Envelope | None = envelope_fields(
+            obj, now, self._max_skew_ms, MAX_CSRF_TOKEN_CHARS, Envelope
+        )
+        if envelope is not None:
+            return envelope
+        return self._checked_fields(obj, now)
+
+    def _checked_fields(self, obj: dict[str, Any], now: float) -> Envelope:
+        """:meth:`_fields` in Python: the reference, and the path of every error."""
         message_id = obj.get("id")
         if not (type(message_id) is str and MESSAGE_ID.fullmatch(message_id)):
             if message_id is not None:
@@ -233,7 +255,8 @@ class EnvelopeDecoder:
         if timestamp is not None:
             if type(timestamp) is not int:
                 raise EnvelopeError(ErrorCode.INVALID_MESSAGE, "bad timestamp", None, message_id)
-            if abs(timestamp - now * 1000.0) > self._max_skew_ms:
+            # A JSON integer has no size limit: one beyond any float is out of range.
+            if abs(timestamp) > _MAX_TIMESTAMP or abs(timestamp - now * 1000.0) > self._max_skew_ms:
                 raise EnvelopeError(
                     ErrorCode.INVALID_MESSAGE, "timestamp out of range", None, message_id
                 )
