@@ -196,6 +196,17 @@ async def test_timestamp_skew_is_refused(live_server: LiveServer) -> None:
     await assert_served(live_server)
 
 
+async def test_huge_timestamp_is_refused_and_the_connection_kept(live_server: LiveServer) -> None:
+    """A 400-digit timestamp (beyond any float) gets INVALID_MESSAGE, not an aborted socket."""
+    ws, csrf = await _session(live_server)
+    for sign in (1, -1):
+        _error(await exchange(ws, _chat(csrf, timestamp=sign * 10**400)), "INVALID_MESSAGE")
+    reply = await exchange(ws, _chat(csrf, timestamp=int(time.time() * 1000)))
+    assert reply["type"] == "chat"
+    await ws.close()
+    await assert_served(live_server)
+
+
 async def test_unknown_type(live_server: LiveServer) -> None:
     """An unregistered type gets UNKNOWN_TYPE."""
     ws, csrf = await _session(live_server)
