@@ -95,6 +95,27 @@ prescan(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
 /* Keys in every dict of a decoded value (exact dicts and lists only, as msgspec
  * makes). The depth is bounded by prescan's bracket count; the recursion check
  * guards any other caller. */
+static Py_ssize_t count(PyObject *value);
+
+/* Adds the keys inside `item` to *total; -1 on error (RecursionError). */
+static int
+add_inner(PyObject *item, Py_ssize_t *total)
+{
+    if (!PyDict_CheckExact(item) && !PyList_CheckExact(item)) {
+        return 0;
+    }
+    if (Py_EnterRecursiveCall(" in count_keys")) {
+        return -1;
+    }
+    Py_ssize_t inner = count(item);
+    Py_LeaveRecursiveCall();
+    if (inner < 0) {
+        return -1;
+    }
+    *total += inner;
+    return 0;
+}
+
 static Py_ssize_t
 count(PyObject *value)
 {
@@ -104,32 +125,15 @@ count(PyObject *value)
         Py_ssize_t pos = 0;
         PyObject *key, *item;
         while (PyDict_Next(value, &pos, &key, &item)) {
-            if (PyDict_CheckExact(item) || PyList_CheckExact(item)) {
-                if (Py_EnterRecursiveCall(" in count_keys")) {
-                    return -1;
-                }
-                Py_ssize_t inner = count(item);
-                Py_LeaveRecursiveCall();
-                if (inner < 0) {
-                    return -1;
-                }
-                total += inner;
+            if (add_inner(item, &total) < 0) {
+                return -1;
             }
         }
     }
     else if (PyList_CheckExact(value)) {
         for (Py_ssize_t i = 0; i < PyList_GET_SIZE(value); i++) {
-            PyObject *item = PyList_GET_ITEM(value, i);
-            if (PyDict_CheckExact(item) || PyList_CheckExact(item)) {
-                if (Py_EnterRecursiveCall(" in count_keys")) {
-                    return -1;
-                }
-                Py_ssize_t inner = count(item);
-                Py_LeaveRecursiveCall();
-                if (inner < 0) {
-                    return -1;
-                }
-                total += inner;
+            if (add_inner(PyList_GET_ITEM(value, i), &total) < 0) {
+                return -1;
             }
         }
     }
