@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -11,6 +12,7 @@ import pytest
 
 from tests.audit import KEY, ev, sql, write_log
 from wsguard.audit import ip_privacy, redact
+from wsguard.audit.events import IP_CACHE_SIZE, IpPrivacy, hash_ip, truncate_ip
 
 SECRETS = {
     "token": "eyJhbGciOiJIUzI1NiJ9.SECRET-TOKEN",
@@ -78,3 +80,26 @@ def test_ip_mode_applies_in_the_writer(tmp_path: Path) -> None:
     rows = sql(path, "SELECT client_ip, record FROM entries WHERE seq = 1")
     assert rows[0][0] == json.loads(rows[0][1])["client_ip"] == "203.0.113.0"
     assert b"203.0.113.77" not in _all_bytes(path)
+
+
+@pytest.mark.parametrize("mode", ["truncate", "hash"])
+def test_remembered_rewrites_equal_fresh_ones_and_stay_bounded(mode: str) -> None:
+    # The processor remembers the last IP_CACHE_SIZE rewrites: every answer must be
+    # the one computed from scratch, for new and repeated addresses alike.
+    process = IpPrivacy(mode, KEY)  # type: ignore[arg-type]
+    fresh = truncate_ip if mode == "truncate" else hash_ip
+    ips = [f"2001:db8:{i:x}::{i % 7:x}" for i in range(6000)] + ["203.0.113.77", "x"]
+    for ip in ips + ips[-100:] + ips[:100]:
+        assert process(ev(client_ip=ip)).client_ip == fresh(ip, KEY)
+    assert process.rewrite.cache_info().currsize == IP_CACHE_SIZE
+    # One cache per processor, so per key: another key never sees this one's answers.
+    other_key = b"another key that differs" * 2
+    other = IpPrivacy(mode, other_key)  # type: ignore[arg-type]
+    assert other(ev(client_ip="x")).client_ip == fresh("x", other_key)
+    assert fresh("x", other_key) != fresh("x", KEY)
+
+
+def test_the_rewritten_event_keeps_every_other_field() -> None:
+    event = ev(client_ip="203.0.113.77", details={"reason": "x"})
+    out = IpPrivacy("truncate", KEY)(event)
+    assert out == dataclasses.replace(event, client_ip="203.0.113.0")
