@@ -51,6 +51,17 @@ PIECES = (
     "\\\x00",
     "\x7f",
     "\x80",
+    "\x9f",
+    "\xa0",
+    "\u202a",
+    "\u202e",
+    "\u2066",
+    "\u2069",
+    "\u2065",
+    "\u206a",
+    "\ud800",
+    "\udfff",
+    "\u0301",
     "é",
     "€",
     "😀",
@@ -84,11 +95,16 @@ def test_prescan_matches_the_reference(text: str, max_depth: int) -> None:
         ('{"a":"\\":"}', 2),  # an escaped quote before a colon only adds to the count
         ('{"a":"\\u0061"}', -1),
         ('{"a":"x\\', 1),  # a lone trailing backslash: msgspec refuses the JSON
-        ('{"a":"\\\x00"}', -1),  # strchr would find NUL in any set
+        ('{"a":"\\\x00"}', -1),  # NUL is no escape
         ('{"__proto__":1}', -1),
         ('{"a":"constructor"}', -1),
         ('{"a":"\x7f"}', -1),
-        ('{"a":"é"}', -1),
+        ('{"a":"é 😀 \xa0"}', 1),  # non-ASCII: NFC is the caller's check
+        ('{"a":"\x85"}', -1),  # C1 control
+        ('{"a":"\u202e"}', -1),  # bidi override
+        ('{"a":"\u2069"}', -1),  # bidi isolate
+        ('{"a":"\ud800"}', -1),  # lone surrogate (a str can hold one)
+        ('{"constructor😀":1}', -1),  # markers in a text of 4-byte characters
         ("[" * 32, -1),
         ("[" * 31 + "{", -1),
         ("[" * 31, 0),

@@ -9,21 +9,102 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <math.h>
-#include <string.h>
 
-/* Does `marker` (of `length` characters) start at s[i]? */
+/* Does `marker` (of `length` ASCII characters) start at position i? */
 static inline int
-starts_with(const Py_UCS1 *s, Py_ssize_t n, Py_ssize_t i, const char *marker, Py_ssize_t length)
+starts_with(int kind, const void *data, Py_ssize_t n, Py_ssize_t i, const char *marker,
+            Py_ssize_t length)
 {
-    return n - i >= length && memcmp(s + i, marker, (size_t)length) == 0;
+    if (n - i < length) {
+        return 0;
+    }
+    for (Py_ssize_t j = 0; j < length; j++) {
+        if (PyUnicode_READ(kind, data, i + j) != (Py_UCS4)(unsigned char)marker[j]) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* A character that sanitization refuses and JSON may carry raw: DEL and the C1
+ * controls, the bidi embeddings/overrides and isolates, lone surrogates. */
+static inline int
+refused(Py_UCS4 c)
+{
+    return (c >= 0x7f && c <= 0x9f) || (c >= 0x202a && c <= 0x202e) ||
+           (c >= 0x2066 && c <= 0x2069) || (c >= 0xd800 && c <= 0xdfff);
+}
+
+/* The scan of prescan() below. Always inlined, and called with a constant
+ * kind, so that each kind gets its own loop without a switch per character. */
+static inline Py_ALWAYS_INLINE Py_ssize_t
+scan(int kind, const void *data, Py_ssize_t n, Py_ssize_t max_depth)
+{
+    Py_ssize_t brackets = 0, key_ends = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_UCS4 c = PyUnicode_READ(kind, data, i);
+        switch (c) {
+        case '"': {
+            Py_ssize_t j = i + 1;
+            Py_UCS4 next;
+            while (j < n && ((next = PyUnicode_READ(kind, data, j)) == ' ' || next == '\t' ||
+                             next == '\r' || next == '\n')) {
+                j++;
+            }
+            if (j < n && PyUnicode_READ(kind, data, j) == ':') {
+                key_ends++;
+            }
+            break;
+        }
+        case '{':
+        case '[':
+            if (++brackets > max_depth) {
+                return -1;
+            }
+            break;
+        case '\\':
+            /* Pairwise, as the regex \\[^"\\/nrt] does: "\\u" is slow too. */
+            if (i + 1 < n) {
+                Py_UCS4 escaped = PyUnicode_READ(kind, data, i + 1);
+                if (escaped != '"' && escaped != '\\' && escaped != '/' && escaped != 'n' &&
+                    escaped != 'r' && escaped != 't') {
+                    return -1;
+                }
+            }
+            break;
+        case '_':
+            if (starts_with(kind, data, n, i, "__proto__", 9)) {
+                return -1;
+            }
+            break;
+        case 'c':
+            if (starts_with(kind, data, n, i, "constructor", 11)) {
+                return -1;
+            }
+            break;
+        case 'p':
+            if (starts_with(kind, data, n, i, "prototype", 9)) {
+                return -1;
+            }
+            break;
+        default:
+            if (c >= 0x7f && refused(c)) {
+                return -1;
+            }
+            break;
+        }
+    }
+    return key_ends;
 }
 
 /* prescan(text, max_depth) -> int
  *
- * -1 when the frame must take the exact slow path: not ASCII; a DEL; one of
- * the prototype-pollution key names; a backslash followed by anything but
- * " \ / n r t; more "{" and "[" together than max_depth. Otherwise the number
- * of key ends: '"', optional JSON whitespace, ':'.
+ * -1 when the frame must take the exact slow path: a character sanitization
+ * refuses (see refused()); one of the prototype-pollution key names; a
+ * backslash followed by anything but " \\ / n r t; more "{" and "[" together
+ * than max_depth. Otherwise the number of key ends: '"', optional JSON
+ * whitespace, ':'. (NFC, the other thing sanitization does to non-ASCII
+ * text, is checked by the caller.)
  */
 static PyObject *
 prescan(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
@@ -37,59 +118,16 @@ prescan(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
     if (max_depth == -1 && PyErr_Occurred()) {
         return NULL;
     }
-    if (!PyUnicode_IS_ASCII(text)) {
-        return PyLong_FromLong(-1);
-    }
-    const Py_UCS1 *s = PyUnicode_1BYTE_DATA(text);
+    const void *data = PyUnicode_DATA(text);
     Py_ssize_t n = PyUnicode_GET_LENGTH(text);
-    Py_ssize_t brackets = 0, key_ends = 0;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        switch (s[i]) {
-        case '"': {
-            Py_ssize_t j = i + 1;
-            while (j < n && (s[j] == ' ' || s[j] == '\t' || s[j] == '\r' || s[j] == '\n')) {
-                j++;
-            }
-            if (j < n && s[j] == ':') {
-                key_ends++;
-            }
-            break;
-        }
-        case '{':
-        case '[':
-            if (++brackets > max_depth) {
-                return PyLong_FromLong(-1);
-            }
-            break;
-        case '\\':
-            /* Pairwise, as the regex \\[^"\\/nrt] does: "\\u" is slow too. The
-             * NUL test first: strchr finds the terminator of its set. */
-            if (i + 1 < n && (s[i + 1] == 0 || strchr("\"\\/nrt", s[i + 1]) == NULL)) {
-                return PyLong_FromLong(-1);
-            }
-            break;
-        case 0x7f:
-            return PyLong_FromLong(-1);
-        case '_':
-            if (starts_with(s, n, i, "__proto__", 9)) {
-                return PyLong_FromLong(-1);
-            }
-            break;
-        case 'c':
-            if (starts_with(s, n, i, "constructor", 11)) {
-                return PyLong_FromLong(-1);
-            }
-            break;
-        case 'p':
-            if (starts_with(s, n, i, "prototype", 9)) {
-                return PyLong_FromLong(-1);
-            }
-            break;
-        default:
-            break;
-        }
+    switch (PyUnicode_KIND(text)) {
+    case PyUnicode_1BYTE_KIND:
+        return PyLong_FromSsize_t(scan(PyUnicode_1BYTE_KIND, data, n, max_depth));
+    case PyUnicode_2BYTE_KIND:
+        return PyLong_FromSsize_t(scan(PyUnicode_2BYTE_KIND, data, n, max_depth));
+    default:
+        return PyLong_FromSsize_t(scan(PyUnicode_4BYTE_KIND, data, n, max_depth));
     }
-    return PyLong_FromSsize_t(key_ends);
 }
 
 /* Keys in every dict of a decoded value (exact dicts and lists only, as msgspec

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from typing import Any, NamedTuple
 
 import msgspec
@@ -79,22 +80,28 @@ def _refuse_constant(name: str) -> Any:
 
 _DECODER = json.JSONDecoder(object_pairs_hook=_unique_pairs, parse_constant=_refuse_constant)
 
-# The fast path. A frame that is ASCII, has no escape other than \" \\ \/ \n
-# \r \t (so no \u, which could spell a key or a character in disguise, and no
-# \b or \f control characters), no DEL, none of the prototype-pollution key
-# names and fewer brackets than the depth limit cannot hold a string that
-# sanitization would change or refuse, nor nest too deep. Such a frame is
-# decoded by msgspec in C, and duplicate keys are ruled out by counting: every
-# key ends with an unescaped ``"`` followed by ``:``, so the count of ``"`` +
-# optional space + ``:`` in the text is at least the number of keys in it (an
-# escaped quote or a value starting with ``:`` only adds to it), while duplicates
-# make the decoded objects hold fewer. Equal counts therefore prove there is no
-# duplicate; any doubt takes the slow path. A property test checks that both
-# paths decide alike.
+# The fast path. A frame with no escape other than \" \\ \/ \n \r \t (so no \u,
+# which could spell a key or a character in disguise, and no \b or \f control
+# characters), none of the characters that sanitization refuses (DEL, C1
+# controls, bidi overrides and isolates, lone surrogates), none of the
+# prototype-pollution key names, fewer brackets than the depth limit and, when
+# it is not ASCII, already in NFC cannot hold a string that sanitization would
+# change or refuse, nor nest too deep. (NFC of the whole text implies NFC of
+# every string in it, escapes decoded: no canonical composition involves " \ /
+# or a tab, newline or carriage return, which a test checks over all of
+# Unicode.) Such a frame is decoded by msgspec in C, and duplicate keys are
+# ruled out by counting: every key ends with an unescaped ``"`` followed by
+# ``:``, so the count of ``"`` + optional space + ``:`` in the text is at least
+# the number of keys in it (an escaped quote or a value starting with ``:``
+# only adds to it), while duplicates make the decoded objects hold fewer. Equal
+# counts therefore prove there is no duplicate; any doubt takes the slow path.
+# Property tests check that both paths decide alike.
 _msgspec_decode = msgspec.json.Decoder().decode
+_is_normalized = unicodedata.is_normalized
 _KEY_END = re.compile(r'"[ \t\r\n]*:')
 _SLOW_ESCAPE = re.compile(r'\\[^"\\/nrt]')
 _SLOW_MARKERS = ("\x7f", "__proto__", "constructor", "prototype")
+_REFUSED_NON_ASCII = re.compile(r"[\x80-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
 
 
 def py_prescan(text: str, max_depth: int) -> int:
@@ -105,7 +112,7 @@ def py_prescan(text: str, max_depth: int) -> int:
     the same in one pass of C; this is the fallback, and the reference its
     tests compare it with.
     """
-    if not text.isascii():
+    if not text.isascii() and _REFUSED_NON_ASCII.search(text) is not None:
         return -1
     for marker in _SLOW_MARKERS:
         if marker in text:
@@ -206,7 +213,7 @@ class EnvelopeDecoder:
     def _fast_decode(self, text: str) -> dict[str, Any] | None:
         """Decode a frame that cannot need sanitizing, or None for the slow path."""
         key_ends = prescan(text, self._max_depth)
-        if key_ends < 0:
+        if key_ends < 0 or (not text.isascii() and not _is_normalized("NFC", text)):
             return None
         try:
             obj = _msgspec_decode(text)
