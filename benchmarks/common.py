@@ -27,6 +27,8 @@ ROLES = ("user",)
 
 # 100-byte chat texts: plain, and with markup that the Html field cleans.
 PLAIN_TEXT = ("Hello there, this is a plain chat message for the benchmark. " * 2)[:100]
+# The same length in characters, not ASCII (sent raw, as browsers do), already NFC.
+UNICODE_TEXT = ("Grüße aus Köln, ça va? Да, всё хорошо 😀 " * 3)[:100]
 MARKUP_TEXT = (
     '<p>Hello <b>there</b>, see <a href="https://example.com/a">this</a> &amp; <i>that</i>'
     " right now!</p>"

@@ -24,6 +24,7 @@ from benchmarks.common import (
     MARKUP_TEXT,
     PATH,
     PLAIN_TEXT,
+    UNICODE_TEXT,
     AdminOnly,
     EchoMarkup,
     EchoPlain,
@@ -70,7 +71,7 @@ def _frame(kind: str, text: str, csrf: str | None) -> str:
     message: dict[str, Any] = {"type": kind, "id": "m-1", "payload": {"text": text}}
     if csrf is not None:
         message["csrfToken"] = csrf
-    return json.dumps(message, separators=(",", ":"))
+    return json.dumps(message, separators=(",", ":"), ensure_ascii=False)
 
 
 def percentiles(samples_ns: list[int]) -> dict[str, float]:
@@ -131,6 +132,7 @@ def _measure(guard: Guard, limited_guard: Guard, iterations: int) -> dict[str, A
     cases: dict[str, tuple[ConnectionPolicy, str, str]] = {
         "valid_plain": (policy, _frame("echo", PLAIN_TEXT, csrf), "deliver"),
         "valid_html": (policy, _frame("echo_html", MARKUP_TEXT, csrf), "deliver"),
+        "valid_unicode": (policy, _frame("echo", UNICODE_TEXT, csrf), "deliver"),
         "bad_json": (policy, '{"type":"echo","id":"m-1","payload":{"text":"x"', "INVALID_MESSAGE"),
         "unknown_type": (policy, _frame("nope", PLAIN_TEXT, csrf), "UNKNOWN_TYPE"),
         "bad_csrf": (policy, _frame("echo", PLAIN_TEXT, "y" * len(csrf)), "CSRF_INVALID"),
