@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from wsguard.config import MessageConfig
-from wsguard.core import _envelope_scan, envelope
+from wsguard.core import _envelope_scan, envelope, sanitize
 
 # Built by setup.py with the package. `make test` needs a C compiler for it: a
 # failed build fails here instead of leaving the fallback to be tested twice.
@@ -300,3 +300,13 @@ def test_envelope_fields_bad_arguments_are_refused() -> None:
         _envelope_scan.envelope_fields({}, NOW, 1.0, 256, dict)
     with pytest.raises(TypeError):
         _envelope_scan.envelope_fields({}, "now", 1.0, 256, envelope.Envelope)
+
+
+def test_prescan_sends_every_character_sanitizing_refuses_to_the_slow_path() -> None:
+    # Tied to sanitize's own list, over all of Unicode: a character added there
+    # and not to the C scan would otherwise skip the check on the fast path.
+    for code in range(0x7F, 0x110000):
+        char = chr(code)
+        refused = sanitize._REFUSED_CHAR.search(char) is not None
+        assert (_envelope_scan.prescan(char, 31) == -1) == refused, hex(code)
+        assert (envelope.py_prescan(char, 31) == -1) == refused, hex(code)

@@ -18,7 +18,7 @@ import msgspec
 
 from wsguard.config import MessageConfig
 from wsguard.core.errors import ErrorCode
-from wsguard.core.sanitize import TooDeep, UnsafeValue, clean_tree
+from wsguard.core.sanitize import REFUSED_NON_ASCII, TooDeep, UnsafeValue, clean_tree
 
 ENVELOPE_KEYS = frozenset({"type", "id", "payload", "csrfToken", "timestamp"})
 MESSAGE_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
@@ -101,7 +101,7 @@ _is_normalized = unicodedata.is_normalized
 _KEY_END = re.compile(r'"[ \t\r\n]*:')
 _SLOW_ESCAPE = re.compile(r'\\[^"\\/nrt]')
 _SLOW_MARKERS = ("\x7f", "__proto__", "constructor", "prototype")
-_REFUSED_NON_ASCII = re.compile(r"[\x80-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+_REFUSED_NON_ASCII = re.compile(f"[{REFUSED_NON_ASCII}]")  # sanitize's, the same set
 
 
 def py_prescan(text: str, max_depth: int) -> int:

@@ -58,9 +58,10 @@ client or a Node.js peer merges the object."""
 # C0 controls except \t \n \r, DEL, C1 controls, the bidi embeddings/overrides
 # (U+202A..U+202E) and isolates (U+2066..U+2069), and lone surrogates (the stdlib
 # JSON decoder accepts "\ud800", which then fails to encode as UTF-8 later).
-_REFUSED_CHAR = re.compile(
-    r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff]"
-)
+# The non-ASCII part is shared with the envelope's fast path, which must send
+# every frame holding one of these to this check.
+REFUSED_NON_ASCII = r"\x80-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff"
+_REFUSED_CHAR = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f" + REFUSED_NON_ASCII + "]")
 
 # Keys written as ``.key`` in a path; any other key is quoted as ``["key"]``.
 _PLAIN_KEY = re.compile(r"[A-Za-z_$][A-Za-z0-9_$-]{0,63}")
