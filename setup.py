@@ -1,7 +1,8 @@
-"""Builds the optional C speed-up of the envelope checks; everything else is in pyproject.toml.
+"""Builds the optional C speed-ups; everything else is in pyproject.toml.
 
-``optional=True``: without a C compiler the install still succeeds, and
-wsguard uses the pure-Python functions that the extension mirrors.
+Two extensions: the envelope's fast-path checks and the attack-signature
+prefilter. ``optional=True``: without a C compiler the install still succeeds,
+and wsguard uses the pure-Python paths that the extensions stand in for.
 """
 
 from __future__ import annotations
@@ -14,6 +15,11 @@ setup(
             "wsguard.core._envelope_scan",
             ["src/wsguard/core/_envelope_scan.c"],
             optional=True,
-        )
+        ),
+        Extension(
+            "wsguard.core._signature_scan",
+            ["src/wsguard/core/_signature_scan.c"],
+            optional=True,
+        ),
     ]
 )

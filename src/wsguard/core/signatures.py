@@ -386,6 +386,18 @@ _BLANK_RULES: Final[tuple[tuple[str, str, str], ...]] = (
 )
 
 
+def _from_the_start(text: str) -> int:
+    """Without the C prefilter, every text is searched from its start."""
+    return 0
+
+
+try:
+    # Where a rule could first match, in one C pass (_signature_scan.c).
+    from wsguard.core._signature_scan import first_candidate
+except ImportError:  # pragma: no cover - a build without the extension
+    first_candidate = _from_the_start
+
+
 def _alternation(rules: _Rules, groups: dict[str, str]) -> str:
     """The source of one alternation, each rule ended by its named group."""
     inner = []
@@ -458,9 +470,12 @@ class SignatureScanner:
             and lowered[1:] in _NOSQL_OPERATORS
         ):
             return "nosql"
-        found = self._search(lowered)
         category: str | None = None
         start = len(lowered)
+        first = first_candidate(lowered)
+        # No rule can match before ``first``: the search starts there, or not
+        # at all. Look-behinds still see the text before it.
+        found = self._search(lowered, first) if first >= 0 else None
         if found is not None:
             # lastgroup is the last group to close: the rule's own group, which
             # encloses any group of its pattern.

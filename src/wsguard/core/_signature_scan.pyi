@@ -1,0 +1,3 @@
+# The C extension built by setup.py; signatures.py explains what it stands in for.
+
+def first_candidate(text: str, /) -> int: ...
