@@ -1,7 +1,7 @@
 """Builds the optional C speed-ups; everything else is in pyproject.toml.
 
-Two extensions: the envelope's fast-path checks and the attack-signature
-prefilter. ``optional=True``: without a C compiler the install still succeeds,
+Three extensions: the envelope's fast-path checks, the attack-signature
+prefilter and the simple-markup path of HTML cleaning. ``optional=True``: without a C compiler the install still succeeds,
 and wsguard uses the pure-Python paths that the extensions stand in for.
 """
 
@@ -19,6 +19,11 @@ setup(
         Extension(
             "wsguard.core._signature_scan",
             ["src/wsguard/core/_signature_scan.c"],
+            optional=True,
+        ),
+        Extension(
+            "wsguard.core._simple_html",
+            ["src/wsguard/core/_simple_html.c"],
             optional=True,
         ),
     ]

@@ -34,6 +34,7 @@ from typing import Any, ClassVar
 
 import nh3
 
+from wsguard.core.simple_html import SimpleHtml
 from wsguard.exceptions import ConfigurationError
 
 __all__ = [
@@ -382,7 +383,7 @@ class HtmlCleaner:
             in ``attributes``.
     """
 
-    __slots__ = ("_cleaner",)
+    __slots__ = ("_cleaner", "_simple")
 
     def __init__(
         self,
@@ -406,6 +407,7 @@ class HtmlCleaner:
             )
         except ValueError as exc:
             raise ConfigurationError("html attributes", str(exc)) from exc
+        self._simple = SimpleHtml(tag_set, allowed, URL_SCHEMES)
 
     def clean(self, text: str) -> str:
         """Return ``text`` as safe HTML.
@@ -413,11 +415,14 @@ class HtmlCleaner:
         Text with no ``<`` and no ``&`` holds no markup or entity and is
         returned unchanged, without calling nh3 (a lone ``>`` is valid HTML
         text). Otherwise the result is nh3's output, so a bare ``&`` becomes
-        ``&amp;``.
+        ``&amp;``; simple well-formed markup (inline tags, plain links) gets
+        the same output from :class:`~wsguard.core.simple_html.SimpleHtml`,
+        without nh3.
         """
         if "<" not in text and "&" not in text:
             return text
-        return self._cleaner.clean(text)
+        simple = self._simple.clean(text)
+        return self._cleaner.clean(text) if simple is None else simple
 
 
 # Paths.

@@ -1,0 +1,3 @@
+# The C extension built by setup.py; simple_html.py holds the Python reference.
+
+def clean(text: str, mask: int, /) -> str | None: ...
