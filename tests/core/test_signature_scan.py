@@ -163,6 +163,14 @@ _SHELL_WORDS = (
     "php", "ruby", "base64", "chmod", "powershell",
 )  # fmt: skip
 _DIGITS = ("5", "\u0665", "\uff15")
+_TEMPLATE_GLOBALS = (
+    "config", "self", "request", "lipsum", "cycler", "joiner", "namespace", "url_for",
+    "get_flashed_messages",
+)  # fmt: skip
+_LOOKUPS = (
+    "jndi", "env", "sys", "lower", "upper", "date", "java", "main", "ctx", "base64", "k8s",
+    "docker", "spring", "bundle", "web", "log4j", "marker", "sd", "map", "event",
+)  # fmt: skip
 
 
 def _edge_attacks() -> list[str]:
@@ -190,6 +198,15 @@ def _edge_attacks() -> list[str]:
                     rests += ["--", "/* x", "# x"]
                 attacks += [f"x{quote}{gap}{rest}" for quote in "'\"" for rest in rests]
         attacks += [f"{{{{{blank}config", f"{{{{{blank}7*7}}}}", f"${{{blank}7*7}}"]
+        for count in (0, 1, 4, 5):
+            gap = blank * count
+            attacks += [f"{{{{{gap}{word}" for word in _TEMPLATE_GLOBALS]
+            attacks += [f"${{{gap}{word}:" for word in _LOOKUPS]
+            attacks += [f"${{{gap}::-j", f"{{{{7{gap}*7}}}}", f"{{{{7*{gap}7}}}}"]
+            attacks += [f"${{{gap}77*7}}", f"#{{7{'7' * 10}{gap}+1}}"]
+            attacks += [f"{{{{7{gap}{op}7}}}}" for op in "*+-/%"]
+        attacks += [f"${{{'a' * count}${{" for count in (0, 1, 19, 20)]
+        attacks += [f"${{a{blank}\x00b${{"]
     for digit in _DIGITS:
         attacks += [f"sleep({digit})", f"benchmark({digit}0,x)", f"waitfor delay '{digit}"]
         attacks += [f"{{{{{digit}*7}}}}", f"${{{digit}*7}}", f"#{{{digit}+1}}"]
@@ -240,7 +257,7 @@ def test_every_anchor_of_the_pattern_is_known_to_the_prefilter() -> None:
     samples = {
         "<": "<script", ":": "javascript:x", "'": "' or", '"': '" or', "u": "union ",
         ";": "; drop", "|": "| sh", "&": "&& id", "`": "`id", "(": "sleep(1",
-        ".": "../", "%": "%2e", "/": "/etc/", "$": "$(", "{": "{{",
+        ".": "../", "%": "%2e", "/": "/etc/", "$": "$(", "{": "{{config",
     }  # fmt: skip
     assert sorted(samples) == sorted(anchors)
     for anchor, sample in samples.items():

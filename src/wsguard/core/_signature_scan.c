@@ -117,6 +117,16 @@ static const char *const SHELL[] = {
 static const char *const AFTER_QUOTE[] = {
     "or", "and", "||", "&&", "--", "/*", "#", "__", "$", NULL,
 };
+/* After "{{" and \s{0,5}+: the template globals. */
+static const char *const TEMPLATE_GLOBALS[] = {
+    "config", "self", "request", "lipsum", "cycler", "joiner", "namespace", "url_for",
+    "get_flashed_messages", NULL,
+};
+/* After "${" and \s{0,5}+: the lookups, and "::-". */
+static const char *const LOOKUPS[] = {
+    "jndi", "env", "sys", "lower", "upper", "date", "java", "main", "ctx", "base64", "k8s",
+    "docker", "spring", "bundle", "web", "log4j", "marker", "sd", "map", "event", "::-", NULL,
+};
 /* "%" rules: 2e, 252e, c0%a[ef], c1%9c, 24%7b. */
 static const char *const AFTER_PERCENT[] = {"2e", "25", "c0%", "c1%", "24%", NULL};
 /* "/" rules: / * (comment), etc/, proc/self/, bin/. */
@@ -209,15 +219,43 @@ candidate(const Text *t, Py_ssize_t i, Py_UCS4 c)
     case '/':
         return any_starts(t, i + 1, AFTER_SLASH);
     case '$':
-        /* \(\s{0,5}shell, \{ (ifs}, jndi lookups, nesting), where\b */
-        return next == '(' || next == '{' || starts(t, i + 1, "where");
+        /* \(\s{0,5}shell, \{ then (ifs\}, \s{0,5}+lookup, \s{0,5}+::-, or
+         * [^{}]{0,20}\$\{ nesting), where\b */
+        if (next == '{') {
+            if (starts(t, i + 2, "ifs}") || any_starts(t, skip_blanks(t, i + 2, 5), LOOKUPS)) {
+                return 1;
+            }
+            for (Py_ssize_t j = i + 2; j <= i + 22 && j < t->n; j++) {
+                Py_UCS4 d = at(t, j);
+                if (d == '$' && at(t, j + 1) == '{') {
+                    return 1;
+                }
+                if (d == '{' || d == '}') {
+                    return 0;
+                }
+            }
+            return 0;
+        }
+        return next == '(' || starts(t, i + 1, "where");
     case '{': {
-        /* [\s\d](?<=[{$#*@]\{[\s\d]), and \{\s{0,5}+(config|self|...) */
+        /* \{\s{0,5}+(config|self|...) */
+        if (next == '{') {
+            return any_starts(t, skip_blanks(t, i + 2, 5), TEMPLATE_GLOBALS);
+        }
+        /* [\s\d](?<=[{$#*@]\{[\s\d])\s{0,4}+\d{0,10}+\s{0,5}+[*+\-/%]: every
+         * repetition is possessive, so these skips are exactly re's. */
         Py_UCS4 before = at(t, i - 1);
-        return next == '{' ||
-               ((is_space(next) || is_digit(next)) &&
-                (before == '{' || before == '$' || before == '#' || before == '*' ||
-                 before == '@'));
+        if (!((is_space(next) || is_digit(next)) &&
+              (before == '{' || before == '$' || before == '#' || before == '*' ||
+               before == '@'))) {
+            return 0;
+        }
+        Py_ssize_t j = skip_blanks(t, i + 2, 4), end = j + 10;
+        while (j < end && is_digit(at(t, j))) {
+            j++;
+        }
+        Py_UCS4 op = at(t, skip_blanks(t, j, 5));
+        return op == '*' || op == '+' || op == '-' || op == '/' || op == '%';
     }
     default:
         return 0;
