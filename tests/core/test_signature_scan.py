@@ -193,7 +193,8 @@ def _edge_attacks() -> list[str]:
             ]  # fmt: skip
         for count in (0, 1, 12, 13):
             for gap in (blank * count, ")" * count, ";" * count):
-                rests = ["or 1=1", "and 1=1", "|| 1=1", "&& 1=1", "__class__'", "$ne':"]
+                rests = ["or 1=1", "and 1=1", "|| 1=1", "&& 1=1", "__class__'"]
+                rests += [f"${op}':" for op in sorted(signatures._NOSQL_OPERATORS)]
                 if not gap.strip(");"):  # a comment right after the quote, ")" or ";"
                     rests += ["--", "/* x", "# x"]
                 attacks += [f"x{quote}{gap}{rest}" for quote in "'\"" for rest in rests]

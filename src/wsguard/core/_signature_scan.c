@@ -113,9 +113,15 @@ static const char *const SHELL[] = {
     "powershell", NULL,
 };
 /* After a quote and [\s);]{0,13}+: or, and, ||, &&, comments (--, / *, #),
- * a dunder (__class__'), a NoSQL operator ($ne'). */
+ * a dunder (__class__'); and "$" with a NoSQL operator ($ne'). */
 static const char *const AFTER_QUOTE[] = {
-    "or", "and", "||", "&&", "--", "/*", "#", "__", "$", NULL,
+    "or", "and", "||", "&&", "--", "/*", "#", "__", NULL,
+};
+/* _NOSQL_OPERATORS */
+static const char *const NOSQL_OPERATORS[] = {
+    "where", "ne", "eq", "gt", "gte", "lt", "lte", "in", "nin", "regex", "exists", "expr",
+    "or", "and", "nor", "not", "elemmatch", "function", "accumulator", "lookup", "jsonschema",
+    "type", "size", "all", "mod", NULL,
 };
 /* After "{{" and \s{0,5}+: the template globals. */
 static const char *const TEMPLATE_GLOBALS[] = {
@@ -184,6 +190,7 @@ candidate(const Text *t, Py_ssize_t i, Py_UCS4 c)
             j++;
         }
         return any_starts(t, j, AFTER_QUOTE) ||
+               (at(t, j) == '$' && any_starts(t, j + 1, NOSQL_OPERATORS)) ||
                (is_digit(at(t, j)) && ends(t, j, "waitfor delay '"));
     }
     case 'u':
