@@ -19,11 +19,13 @@ setup(
         Extension(
             "wsguard.core._signature_scan",
             ["src/wsguard/core/_signature_scan.c"],
+            depends=["src/wsguard/core/_text_scan.h"],
             optional=True,
         ),
         Extension(
             "wsguard.core._simple_html",
             ["src/wsguard/core/_simple_html.c"],
+            depends=["src/wsguard/core/_text_scan.h"],
             optional=True,
         ),
     ]

@@ -18,33 +18,9 @@
  * Character classes are re's for str patterns: \s is Py_UNICODE_ISSPACE, \d
  * is Py_UNICODE_ISDECIMAL, [a-z] is ASCII (the text is already lowered).
  */
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
+#include "_text_scan.h"
 
-typedef struct {
-    int kind;
-    const void *data;
-    Py_ssize_t n;
-} Text;
-
-/* The character at i, or 0 past either end (0 is in no class checked here). */
-static inline Py_ALWAYS_INLINE Py_UCS4
-at(const Text *t, Py_ssize_t i)
-{
-    return (i >= 0 && i < t->n) ? PyUnicode_READ(t->kind, t->data, i) : 0;
-}
-
-/* Does the ASCII literal `word` start at i? */
-static inline Py_ALWAYS_INLINE int
-starts(const Text *t, Py_ssize_t i, const char *word)
-{
-    for (; *word; word++, i++) {
-        if (at(t, i) != (Py_UCS4)(unsigned char)*word) {
-            return 0;
-        }
-    }
-    return 1;
-}
+/* 0, which at() gives past either end, is in no class checked here. */
 
 /* Does the ASCII literal `word` end just before i? */
 static inline Py_ALWAYS_INLINE int

@@ -10,8 +10,7 @@
  * fallback, and tests/core/test_simple_html.py holds the two equal to each
  * other and to nh3.
  */
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
+#include "_text_scan.h"
 
 /* The order of SIMPLE_TAG_ORDER in simple_html.py. */
 static const char *const TAGS[] = {
@@ -19,29 +18,6 @@ static const char *const TAGS[] = {
 };
 enum { TAG_A = 0, TAG_BR = 2, TAG_P = 6, MAX_DEPTH = 64 };
 static const char REL[] = " rel=\"noopener noreferrer\"";
-
-typedef struct {
-    int kind;
-    const void *data;
-    Py_ssize_t n;
-} Text;
-
-static inline Py_ALWAYS_INLINE Py_UCS4
-at(const Text *t, Py_ssize_t i)
-{
-    return i < t->n ? PyUnicode_READ(t->kind, t->data, i) : 0;
-}
-
-static inline Py_ALWAYS_INLINE int
-starts(const Text *t, Py_ssize_t i, const char *word)
-{
-    for (; *word; word++, i++) {
-        if (at(t, i) != (Py_UCS4)(unsigned char)*word) {
-            return 0;
-        }
-    }
-    return 1;
-}
 
 static inline Py_ALWAYS_INLINE int
 is_label_char(Py_UCS4 c)
