@@ -54,6 +54,19 @@ def test_every_canonical_encoding_decodes_as_pyjwt_does(data: bytes, padding: in
     assert outcome(decode_segment, text) == ("ok", data)
 
 
+_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+
+
+@pytest.mark.parametrize("prefix", [b"", b"A", b"AA", b"Zm9v", b"Zm9vY", b"Zm9vYm"])
+def test_every_last_character_is_judged_as_pyjwt_does(prefix: bytes) -> None:
+    """Stray trailing bits are found from the last character: all 64 are tried
+    after groups of every length, against PyJWT's decode-and-encode-again."""
+    for last in _ALPHABET:
+        segment = prefix + bytes([last])
+        expected = outcome(PyJWS._decode_base64url_segment, segment)
+        assert outcome(decode_segment, segment) == expected, segment
+
+
 def b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
