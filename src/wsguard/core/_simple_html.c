@@ -218,7 +218,7 @@ clean(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     for (Py_ssize_t i = 0; i + 2 < t.n; i++) {
         if (at(&t, i) == '<' && at(&t, i + 1) == 'a' && at(&t, i + 2) == ' ') {
             Py_ssize_t end = i + 3;
-            while (at(&t, end) != '>') {
+            while (end < t.n && at(&t, end) != '>') { /* check() found its ">" */
                 end++;
             }
             if (PyUnicode_CopyCharacters(out, to, text, from, end - from) < 0) {
