@@ -342,6 +342,30 @@ async def test_html_is_cleaned(live_server: LiveServer, text: str, banned: str) 
     await assert_served(live_server)
 
 
+async def test_simple_markup_is_cleaned_as_nh3_would(live_server: LiveServer) -> None:
+    """Simple markup takes wsguard's own path (no nh3) and gets nh3's output; markup
+    one step outside it (an event handler, a javascript: link, a bare tag) still
+    comes out inert, and the connection goes on."""
+    ws, csrf = await _session(live_server)
+    simple = '<p>see <a href="https://example.com/a">this</a> &amp; <i>that</i></p>'
+    reply = await exchange(ws, _chat(csrf, simple))
+    assert reply["payload"]["text"] == (
+        '<p>see <a href="https://example.com/a" rel="noopener noreferrer">this</a>'
+        " &amp; <i>that</i></p>"
+    )
+    for attack in (
+        '<p>see <a href="https://example.com/a" onclick="alert(1)">this</a></p>',
+        '<p>see <a href="javascript:alert(1)">this</a></p>',
+        "<p>see <b onmouseover=alert(1)>this</b></p>",
+        "<p>see <svg/onload=alert(1)>this</p>",
+    ):
+        cleaned = (await exchange(ws, _chat(csrf, attack)))["payload"]["text"].lower()
+        assert "onclick" not in cleaned and "javascript:" not in cleaned
+        assert "onmouseover" not in cleaned and "onload" not in cleaned and "<svg" not in cleaned
+    await ws.close()
+    await assert_served(live_server)
+
+
 async def test_control_and_bidi_characters_are_refused(live_server: LiveServer) -> None:
     """Control characters and bidi overrides in strings get INVALID_PAYLOAD."""
     ws, csrf = await _session(live_server)
