@@ -21,7 +21,7 @@ NH3 = nh3.Cleaner(
     tags=set(DEFAULT_TAGS),
     attributes={"a": {"href"}, "*": set()},
     url_schemes=set(URL_SCHEMES),
-    link_rel="noopener noreferrer",
+    link_rel="noopener noreferrer",  # written out: a change to LINK_REL must fail here
 )
 SIMPLE = SimpleHtml(DEFAULT_TAGS, {**DEFAULT_ATTRIBUTES, "*": frozenset()}, URL_SCHEMES)
 

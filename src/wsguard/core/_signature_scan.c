@@ -12,8 +12,9 @@
  * The checks here may only be looser than the rules, never stricter: a
  * position that a rule matches from must be a candidate. Each check names the
  * rules it stands for. tests/core/test_signature_scan.py holds search(text,
- * first_candidate(text)) equal to search(text) on generated attack texts, and
- * checks each rule's anchor on every example of tests/core/test_signatures.py.
+ * first_candidate(text)) equal to search(text) on every example of
+ * tests/core/test_signatures.py, on edge attacks built rule by rule and on
+ * generated texts.
  *
  * Character classes are re's for str patterns: \s is Py_UNICODE_ISSPACE, \d
  * is Py_UNICODE_ISDECIMAL, [a-z] is ASCII (the text is already lowered).

@@ -34,7 +34,7 @@ from typing import Any, ClassVar
 
 import nh3
 
-from wsguard.core.simple_html import SimpleHtml
+from wsguard.core.simple_html import LINK_REL, SimpleHtml
 from wsguard.exceptions import ConfigurationError
 
 __all__ = [
@@ -403,7 +403,7 @@ class HtmlCleaner:
                 tags=tag_set,
                 attributes=allowed,
                 url_schemes=set(URL_SCHEMES),
-                link_rel="noopener noreferrer",
+                link_rel=LINK_REL,
             )
         except ValueError as exc:
             raise ConfigurationError("html attributes", str(exc)) from exc

@@ -34,7 +34,7 @@ import re
 from collections.abc import Callable, Collection, Mapping
 from typing import Final
 
-__all__ = ["SIMPLE_TAGS", "SIMPLE_TAG_ORDER", "SimpleHtml"]
+__all__ = ["LINK_REL", "SIMPLE_TAGS", "SIMPLE_TAG_ORDER", "SimpleHtml"]
 
 _CClean = Callable[[str, int], "str | None"]
 _c_clean: _CClean | None
@@ -56,7 +56,10 @@ _LINK = re.compile(
     r'a href="https?://(?:(?!xn--)[a-z0-9-]{1,63}\.){0,8}(?!xn--)[a-z][a-z0-9-]{0,62}'
     r'(?:[/?#][A-Za-z0-9._~/?#@!$()*+,;=%:-]{0,1000})?"'
 )
-_REL: Final = ' rel="noopener noreferrer"'
+LINK_REL: Final = "noopener noreferrer"
+"""The ``rel`` every cleaned link gets: HtmlCleaner gives it to nh3, and the
+fast path writes it (REL in the C, held equal by the tests)."""
+_REL: Final = f' rel="{LINK_REL}"'
 _OPEN, _CLOSE, _VOID = 0, 1, 2
 _MAX_DEPTH = 64  # open elements; deeper markup goes to nh3 (MAX_DEPTH in the C)
 
