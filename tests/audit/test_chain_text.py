@@ -57,3 +57,16 @@ def test_record_text_is_canonical_and_signed(
         assert record_text(record) == canonical(record)
         assert record_ok(KEY, record)
     assert chain.prev_hash == record["hash"]
+
+
+def test_record_hash_is_hmac_sha256_for_every_key_length() -> None:
+    """The chain's own HMAC (RFC 2104 on hashlib states) equals the hmac module's.
+
+    Keys longer than SHA-256's 64-byte block are hashed first; shorter ones padded.
+    """
+    for length in (1, 31, 32, 63, 64, 65, 200):
+        key = bytes(range(length % 256)) * (length // 256) + bytes(range(length % 256))
+        chain = Chain(key)
+        record = chain.record(AuditEvent("auth_succeeded", "info", 1.5, user="u"))
+        assert record_ok(key, record), length
+        assert not record_ok(key + b"x", record), length

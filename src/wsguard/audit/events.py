@@ -108,6 +108,8 @@ def _secret_name(name: str) -> bool:
 
 def redact(event: AuditEvent) -> AuditEvent:
     """Drop every ``details`` key whose name looks like a secret."""
+    if not event.details:  # most events have none
+        return event
     if not any(_secret_name(str(name)) for name in event.details):
         return event
     kept = {k: v for k, v in event.details.items() if not _secret_name(str(k))}

@@ -58,7 +58,9 @@ _RETENTION_EVERY_S = 3600.0
 
 
 def default_processors(config: AuditConfig, key: bytes) -> list[Processor]:
-    """Redaction, then the IP privacy rule of ``config.ip_mode``."""
+    """Redaction, then the IP privacy rule of ``config.ip_mode`` (none for ``full``)."""
+    if config.ip_mode == "full":  # keeps every address as it is: nothing to run
+        return [redact]
     return [redact, ip_privacy(config.ip_mode, key)]
 
 
