@@ -9,12 +9,14 @@ import pytest
 
 from wsguard.core.anomaly import (
     DEFAULT_WEIGHTS,
+    SUBJECT_DIGEST_CACHE,
     AnomalyConfig,
     AnomalyEvent,
     AnomalyScorer,
     CredentialStuffingDetector,
     DecayingScore,
     IpScores,
+    subject_digest,
 )
 from wsguard.exceptions import ConfigurationError
 
@@ -245,3 +247,20 @@ def test_stuffing_memory_is_bounded() -> None:
     assert len(detector._records["192.0.2.1"].subjects) == 5
     detector.prune(NOW + 301.0)
     assert len(detector) == 0
+
+
+def test_stuffing_subject_digests_are_remembered_boundedly() -> None:
+    """A spray of distinct subjects still counts each one; the digest cache stays bounded."""
+    detector = _detector()
+    count = SUBJECT_DIGEST_CACHE + 500
+    for i in range(count):
+        detector.success(f"10.1.{i // 256}.{i % 256}", f"user{i}", NOW)
+    assert detector._digest.cache_info().currsize == SUBJECT_DIGEST_CACHE
+    # An evicted subject and a remembered one digest as a fresh computation would.
+    key = detector._key
+    for subject in ("user0", f"user{count - 1}", "\ud800"):
+        assert detector._digest(subject) == subject_digest(subject, key)
+    # Distinct subjects, remembered or not, still make an IP suspected.
+    subjects = [f"user{i}" for i in (0, 1, 2, 3, count - 1)]
+    results = [detector.failure("192.0.2.9", s, NOW + j) for j, s in enumerate(subjects)]
+    assert results == [False] * 4 + [True]

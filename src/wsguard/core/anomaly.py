@@ -25,6 +25,7 @@ Theory of operation:
 from __future__ import annotations
 
 import enum
+import functools
 import hashlib
 import math
 import secrets
@@ -35,6 +36,16 @@ from types import MappingProxyType
 from typing import Literal
 
 from wsguard.exceptions import ConfigurationError
+
+SUBJECT_DIGEST_CACHE = 4096  # subjects whose digest is remembered per detector
+
+
+def subject_digest(subject: str, key: bytes) -> bytes:
+    """The 8-byte keyed BLAKE2b digest under which a subject is counted."""
+    # surrogatepass: the unverified ``sub`` may hold a lone surrogate.
+    data = subject.encode("utf-8", "surrogatepass")
+    return hashlib.blake2b(data, digest_size=8, key=key).digest()
+
 
 __all__ = [
     "DEFAULT_WEIGHTS",
@@ -292,7 +303,7 @@ class CredentialStuffingDetector:
         key: the BLAKE2b key for subject digests; random by default.
     """
 
-    __slots__ = ("_failures", "_key", "_max_ips", "_records", "_subjects", "_window")
+    __slots__ = ("_digest", "_failures", "_key", "_max_ips", "_records", "_subjects", "_window")
 
     def __init__(
         self, config: AnomalyConfig, max_ips: int = 100_000, key: bytes | None = None
@@ -305,11 +316,11 @@ class CredentialStuffingDetector:
         self._max_ips = max_ips
         self._key = secrets.token_bytes(16) if key is None else key
         self._records: dict[str, _StuffingRecord] = {}
-
-    def _digest(self, subject: str) -> bytes:
-        # surrogatepass: the unverified ``sub`` may hold a lone surrogate.
-        data = subject.encode("utf-8", "surrogatepass")
-        return hashlib.blake2b(data, digest_size=8, key=self._key).digest()
+        # Keyed BLAKE2b costs about 0.7 us a call here; the same users sign in
+        # again and again. Bounded, so that a spray of subjects cannot grow it.
+        self._digest = functools.lru_cache(maxsize=SUBJECT_DIGEST_CACHE)(
+            functools.partial(subject_digest, key=self._key)
+        )
 
     def _record(self, ip_key: str, now: float) -> _StuffingRecord:
         records = self._records
