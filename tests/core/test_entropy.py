@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import os
 
 from wsguard.core.entropy import random_bytes
-from wsguard.core.session import new_csrf_token, new_session_id
+from wsguard.core.session import new_csrf_token, new_session_id, new_session_secrets
 
 
 def test_no_byte_handed_out_twice_across_pool_refills() -> None:
@@ -22,6 +23,21 @@ def test_ids_and_tokens_keep_their_shape() -> None:
     assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
     alphabet = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
     assert all(len(t) == 32 and set(t) <= alphabet for t in tokens)
+
+
+def test_session_secrets_from_one_draw_share_no_byte() -> None:
+    """The id and the CSRF token drawn together have the shapes of their own functions."""
+    pairs = [new_session_secrets() for _ in range(500)]
+    ids = {session_id for session_id, _ in pairs}
+    tokens = {token for _, token in pairs}
+    assert len(ids) == len(tokens) == 500
+    assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
+    alphabet = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+    assert all(len(t) == 32 and set(t) <= alphabet for t in tokens)
+    for session_id, token in pairs[:50]:  # the token's bytes are not the id's
+        raw_token = base64.urlsafe_b64decode(token)
+        assert bytes.fromhex(session_id) not in raw_token
+        assert len(raw_token) == 24
 
 
 def test_forked_child_does_not_reuse_the_parents_pool() -> None:

@@ -155,7 +155,7 @@ class GuardedServer:
         """``websockets``' ``process_request`` hook: accept, or answer plain HTTP."""
         started = time.perf_counter()
         path, _, query = request.path.partition("?")
-        headers = tuple((k.lower(), v) for k, v in request.headers.raw_items())
+        headers = tuple([(k.lower(), v) for k, v in request.headers.raw_items()])
         peer = peer_ip(connection)
         tls = connection.transport.get_extra_info("ssl_object") is not None
         if path != self.guard.config.server.path:

@@ -286,7 +286,9 @@ class Chain:
         time = float(event.time)
         if event.details:
             details = {_text(str(k)): _detail(v) for k, v in event.details.items()}
-            details_text = ",".join(_encode_str(k) + ":" + _json(details[k]) for k in sorted(details))
+            details_text = ",".join(
+                _encode_str(k) + ":" + _json(details[k]) for k in sorted(details)
+            )
         else:
             details, details_text = {}, ""
         # The same text as canonical(record) without and with "hash", written

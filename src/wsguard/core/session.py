@@ -21,11 +21,24 @@ def new_session_id() -> SessionId:
 _URLSAFE = bytes.maketrans(b"+/", b"-_")
 
 
-def new_csrf_token() -> str:
+def _csrf_text(raw: bytes) -> str:
     # 24 bytes: 32 base64url characters, no padding (as secrets.token_urlsafe);
     # binascii directly, without base64.urlsafe_b64encode's Python layers.
-    encoded = binascii.b2a_base64(random_bytes(CSRF_TOKEN_BYTES), newline=False)
-    return encoded.translate(_URLSAFE).decode("ascii")
+    return binascii.b2a_base64(raw, newline=False).translate(_URLSAFE).decode("ascii")
+
+
+def new_csrf_token() -> str:
+    return _csrf_text(random_bytes(CSRF_TOKEN_BYTES))
+
+
+def new_session_secrets() -> tuple[SessionId, str]:
+    """A new session id and CSRF token, from one draw of random bytes.
+
+    The two values never share a byte: the id is the first 16 bytes, the token
+    the next 24.
+    """
+    raw = random_bytes(SESSION_ID_BYTES + CSRF_TOKEN_BYTES)
+    return SessionId(raw[:SESSION_ID_BYTES].hex()), _csrf_text(raw[SESSION_ID_BYTES:])
 
 
 @dataclass(slots=True, eq=False)
