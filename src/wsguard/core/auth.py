@@ -109,7 +109,7 @@ class TokenVerifier:
         self._config = config
         self._clock = clock
         self._key: _VerifyKey = _load_verify_key(config)
-        # blake2b(token) -> (claims, nbf) of a token whose signature and claims
+        # SHA-256(token) -> (claims, nbf) of a token whose signature and claims
         # verified. Times are re-checked against the clock on every hit, and
         # revocation is checked by the caller after verify(), so a cached token
         # is never accepted past either. Bounded: the oldest entries go first.
@@ -135,7 +135,7 @@ class TokenVerifier:
             raise AuthenticationFailed("malformed token")
         # A cached token matched the shape below when it was verified: a hit
         # skips the regular expression too.
-        digest = hashlib.blake2b(token.encode(), digest_size=32).digest()
+        digest = hashlib.sha256(token.encode()).digest()  # OpenSSL: cheaper than blake2b here
         cached = self._verified.get(digest)
         if cached is not None:
             claims, nbf = cached

@@ -271,6 +271,8 @@ class ClientIdentity:
 
     def is_exempt(self, ip: str) -> bool:
         """True when ``ip`` is inside ``exempt_ips``."""
+        if not self._exempt:  # the default: nothing to parse or search
+            return False
         address = _address(ip)
         return address is not None and _in_any(address, self._exempt)
 
