@@ -146,6 +146,61 @@ def test_payload_must_be_a_json_object() -> None:
     assert checker.payload(f"{signing_input}.{signature}") == CLAIMS
 
 
+HS256_HEADER = b64url(b'{"alg":"HS256"}')
+
+
+def _signed_payload(checker: SignatureChecker, body: bytes) -> str:
+    signing_input = f"{HS256_HEADER}.{b64url(body)}"
+    sig = b64url(hmac.new(SECRET, signing_input.encode(), hashlib.sha256).digest())
+    return f"{signing_input}.{sig}"
+
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(10**30), max_value=10**30)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=12),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.text(max_size=8), json_values, max_size=6), st.booleans())
+def test_payload_reads_valid_json_as_json_loads_does(
+    payload: dict[str, object], ascii: bool
+) -> None:
+    """Every valid UTF-8 JSON object reads the same as with json.loads."""
+    checker = SignatureChecker(["HS256"], SECRET)
+    body = json.dumps(payload, ensure_ascii=ascii).encode()
+    assert checker.payload(_signed_payload(checker, body)) == json.loads(body)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"sub":"a","exp":NaN}',
+        b'{"sub":"a","exp":Infinity}',
+        b'{"sub":"a","exp":-Infinity}',
+        b'{"sub":"a","exp":1e400}',
+        b'\xef\xbb\xbf{"sub":"a"}',  # a BOM
+        b'{"sub":"\\ud800"}',  # an escaped lone surrogate
+        b'{"sub":"\xed\xa0\x80"}',  # an encoded one
+        '{"sub":"a"}'.encode("utf-16"),
+        b'{"a":' * 5000 + b"1" + b"}" * 5000,
+    ],
+)
+def test_payload_json_outside_strict_json_is_refused(body: bytes) -> None:
+    """What json.loads would let through but strict JSON forbids is malformed."""
+    checker = SignatureChecker(["HS256"], SECRET)
+    with pytest.raises(jwt.DecodeError, match="Invalid payload string"):
+        checker.payload(_signed_payload(checker, body))
+    assert checker.payload(_signed_payload(checker, b'{"sub":"a"}')) == {"sub": "a"}
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.binary(max_size=300), st.sampled_from(["HS256", "HS384", "HS512"]))
 def test_the_kept_hmac_state_signs_as_hmac_new(message: bytes, alg: str) -> None:

@@ -223,13 +223,9 @@ class TokenVerifier:
         if token_id is not None and not isinstance(token_id, str):
             raise AuthenticationFailed("bad jti")
 
-        return Claims(
-            subject=subject,
-            roles=frozenset(roles),
-            expires_at=exp,
-            issued_at=iat,
-            token_id=token_id,
-        )
+        # subject, roles, expires_at, issued_at, token_id: positional, as a
+        # frozen dataclass's keyword call costs a third more.
+        return Claims(subject, frozenset(roles), exp, iat, token_id)
 
 
 def issue_token(
