@@ -28,10 +28,11 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode as WsCloseCode
 from websockets.frames import Frame, Opcode
-from websockets.http11 import Response
+from websockets.http11 import Request, Response
 from websockets.protocol import OPEN
 from websockets.server import ServerProtocol
 
+from wsguard.adapters.accept import accept
 from wsguard.adapters.fastpath import SUPPORTED, at_frame_boundary, read_text_frame, text_frame
 from wsguard.adapters.http_api import parse_buffered
 from wsguard.core.connection import ConnectionPolicy
@@ -123,7 +124,14 @@ class GuardedConnection(ServerConnection):
         self.subprotocol_chosen = subprotocol
         self._welcome = welcome
         # Removed again when called: no reference cycle outlives the handshake.
+        self.protocol.accept = self._accept  # type: ignore[method-assign]
         self.protocol.send_response = self._send_response  # type: ignore[method-assign]
+
+    def _accept(self, request: Request) -> Response:
+        protocol = self.protocol
+        del protocol.accept
+        assert isinstance(protocol, ServerProtocol)  # help mypy
+        return accept(protocol, request)  # the Date header made once a second
 
     def _send_response(self, response: Response) -> None:
         protocol = self.protocol
@@ -230,6 +238,7 @@ class GuardedConnection(ServerConnection):
             self.guarded.handshake_dropped(peer_ip(self))
         self.__dict__.pop("data_received", None)  # the bound method refers back to self
         protocol = self.protocol.__dict__
+        protocol.pop("accept", None)
         protocol.pop("send_response", None)
         # websockets binds the select_subprotocol hook as a closure over this
         # connection: a reference cycle that only the garbage collector would
