@@ -149,47 +149,72 @@ class GuardedServer:
 
     # Hooks for websockets.
 
-    async def process_request(
+    def process_request(
         self, connection: ServerConnection, request: Request
-    ) -> Response | None:
-        """``websockets``' ``process_request`` hook: accept, or answer plain HTTP."""
+    ) -> Response | None | Awaitable[Response | None]:
+        """``websockets``' ``process_request`` hook: accept, or answer plain HTTP.
+
+        A WebSocket handshake is decided here and now, without a coroutine;
+        a plain HTTP request, or a reputation provider to ask, returns the
+        coroutine that ``websockets`` awaits.
+        """
         started = time.perf_counter()
         path, _, query = request.path.partition("?")
         headers = tuple([(k.lower(), v) for k, v in request.headers.raw_items()])
         peer = peer_ip(connection)
         tls = connection.transport.get_extra_info("ssl_object") is not None
         if path != self.guard.config.server.path:
-            answer = await self.routes.handle(
-                HttpRequest("GET", path, query, headers, b"", peer, tls), public=True
+            return self._answer_route(
+                connection, HttpRequest("GET", path, query, headers, b"", peer, tls)
             )
-            response = connection.respond(answer.status, answer.body.decode())
-            response.headers["Content-Type"] = answer.content_type
-            for name, value in answer.headers:  # the security headers included
-                response.headers[name] = value
-            return response
         handshake = HandshakeRequest(peer=peer, path=path, query=query, headers=headers, tls=tls)
-        reputation_bad = False
         if self.reputation is not None:
-            identity = self.guard.identity
-            ip = identity.client_ip(peer, headers)
-            key = identity.rate_key(ip)
-            # Ask the provider only for a client the cheap checks would not refuse
-            # anyway: a banned or flooding IP must not cost a provider call.
-            if not (
-                identity.is_exempt(ip)
-                or self.guard.bans.banned("ip", key, self.guard.clock.now()) is not None
-                or self.guard.attempts_exhausted(key)
-            ):
-                reputation_bad = await self.reputation.is_bad(ip)
+            return self._decide_with_reputation(connection, handshake, started)
+        return self._decide(connection, handshake, started, reputation_bad=False)
+
+    async def _answer_route(self, connection: ServerConnection, request: HttpRequest) -> Response:
+        answer = await self.routes.handle(request, public=True)
+        response = connection.respond(answer.status, answer.body.decode())
+        response.headers["Content-Type"] = answer.content_type
+        for name, value in answer.headers:  # the security headers included
+            response.headers[name] = value
+        return response
+
+    async def _decide_with_reputation(
+        self, connection: ServerConnection, handshake: HandshakeRequest, started: float
+    ) -> Response | None:
+        assert self.reputation is not None  # help mypy
+        identity = self.guard.identity
+        ip = identity.client_ip(handshake.peer, handshake.headers)
+        key = identity.rate_key(ip)
+        # Ask the provider only for a client the cheap checks would not refuse
+        # anyway: a banned or flooding IP must not cost a provider call.
+        reputation_bad = False
+        if not (
+            identity.is_exempt(ip)
+            or self.guard.bans.banned("ip", key, self.guard.clock.now()) is not None
+            or self.guard.attempts_exhausted(key)
+        ):
+            reputation_bad = await self.reputation.is_bad(ip)
+        return self._decide(connection, handshake, started, reputation_bad=reputation_bad)
+
+    def _decide(
+        self,
+        connection: ServerConnection,
+        handshake: HandshakeRequest,
+        started: float,
+        *,
+        reputation_bad: bool,
+    ) -> Response | None:
         decision = self.guard.handshake(handshake, reputation_bad=reputation_bad)
         self.guard.metrics.handshake_seconds.observe(time.perf_counter() - started)
         if isinstance(decision, Accept):
-            return self._open(connection, decision, peer)
+            return self._open(connection, decision, handshake.peer)
         logger.info(
             "handshake refused status=%d reason=%s peer=%s",
             decision.status,
             decision.reason,
-            decision.client_ip or peer,
+            decision.client_ip or handshake.peer,
         )
         response = connection.respond(decision.status, decision.body)
         for name, value in (*self._headers, *decision.headers):
