@@ -22,7 +22,7 @@ from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 from websockets.server import ServerProtocol
 
-__all__ = ["accept", "http_date"]
+__all__ = ["DatedServerProtocol", "accept", "http_date"]
 
 _accept = ServerProtocol.accept
 _cached: tuple[int, str] = (-1, "")
@@ -57,3 +57,14 @@ def accept(protocol: ServerProtocol, request: Request) -> Response:
     if protocol_header is not None:
         headers["Sec-WebSocket-Protocol"] = protocol_header
     return Response(101, "Switching Protocols", headers)
+
+
+class DatedServerProtocol(ServerProtocol):
+    """``websockets``' server protocol, accepting with :func:`accept`.
+
+    The guarded connection switches its protocol to this class once the guard
+    accepted the handshake; nothing else differs.
+    """
+
+    def accept(self, request: Request) -> Response:
+        return accept(self, request)
