@@ -380,6 +380,26 @@ def test_pings_have_their_own_budget() -> None:
     assert limiter.check_ping(NOW + 2.0) == 0.0
 
 
+def test_first_ping_long_after_the_handshake_finds_the_full_budget() -> None:
+    """The ping budget is made at the first ping, full, as if made at the handshake."""
+    limiter = _limiter()
+    later = NOW + 3600.0
+    assert [limiter.check_ping(later) for _ in range(5)] == [0.0] * 5
+    assert limiter.check_ping(later) == pytest.approx(2.0)
+
+
+def test_backoff_state_starts_at_the_first_violation() -> None:
+    """Before any refusal there is no backoff; the first one starts it at the base."""
+    config = RateLimitConfig(message_burst=1, message_rate=1.0, message_window=60.0)
+    limiter = _limiter(config)
+    assert limiter.blocked_for(NOW) == 0.0
+    assert limiter.check(NOW) == 0.0
+    assert limiter.blocked_for(NOW) == 0.0
+    retry = limiter.check(NOW)  # the first violation
+    assert retry == pytest.approx(60.0)  # the bucket's wait, longer than the base backoff
+    assert limiter.blocked_for(NOW) == pytest.approx(config.backoff_base)
+
+
 # ConnectionCounter.
 
 

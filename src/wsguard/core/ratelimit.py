@@ -365,7 +365,7 @@ class MessageLimiter:
             own budget, such as ``{"file_upload": (5, 60, 5)}``.
     """
 
-    __slots__ = ("_backoff", "_bucket", "_disconnect", "_ping", "_types", "_user")
+    __slots__ = ("_backoff", "_bucket", "_config", "_disconnect", "_ping", "_types", "_user")
 
     def __init__(
         self,
@@ -374,22 +374,26 @@ class MessageLimiter:
         now: float,
         type_limits: Mapping[str, tuple[float, float, int]] | None = None,
     ) -> None:
+        self._config = config
         self._bucket = TokenBucket(
             config.message_rate / config.message_window, config.message_burst, now
         )
         self._user = user_bucket
-        self._ping = TokenBucket(
-            config.ping_rate / config.ping_window, max(1, math.floor(config.ping_rate)), now
-        )
+        # The ping budget and the backoff are made when first needed: most
+        # connections never send a ping of their own or break a limit, and
+        # every object made at the handshake costs its time and memory.
+        self._ping: TokenBucket | None = None
         self._types: dict[str, TokenBucket] = {}
         for name, (rate, window, burst) in (type_limits or {}).items():
             if not (math.isfinite(window) and window > 0):
                 raise ValueError(f"type {name!r}: window must be a positive finite number")
             self._types[name] = TokenBucket(rate / window, burst, now)
-        self._backoff = Backoff(config)
+        self._backoff: Backoff | None = None
         self._disconnect = False
 
     def _violation(self, now: float, wait: float) -> float:
+        if self._backoff is None:
+            self._backoff = Backoff(self._config)
         backoff, disconnect = self._backoff.violation(now)
         if disconnect:
             self._disconnect = True
@@ -402,9 +406,10 @@ class MessageLimiter:
             ``0.0`` when allowed (one token taken from each bucket); otherwise the
             retry-after in seconds, and nothing is taken.
         """
-        blocked = self._backoff.blocked_for(now)
-        if blocked:
-            return blocked
+        if self._backoff is not None:
+            blocked = self._backoff.blocked_for(now)
+            if blocked:
+                return blocked
         wait = self._bucket.take(now)
         if not wait:
             wait = self._user.take(now)
@@ -441,11 +446,18 @@ class MessageLimiter:
             ``0.0`` when within budget; otherwise the seconds until the next
             ping would have been.
         """
-        return self._ping.take(now)
+        ping = self._ping
+        if ping is None:
+            config = self._config
+            # Full at the first ping, as it would have been since the handshake.
+            ping = self._ping = TokenBucket(
+                config.ping_rate / config.ping_window, max(1, math.floor(config.ping_rate)), now
+            )
+        return ping.take(now)
 
     def blocked_for(self, now: float) -> float:
         """Seconds remaining in the current backoff, ``0.0`` if none."""
-        return self._backoff.blocked_for(now)
+        return 0.0 if self._backoff is None else self._backoff.blocked_for(now)
 
     @property
     def should_disconnect(self) -> bool:
