@@ -57,8 +57,13 @@ def jwt_config() -> JwtConfig:
     return JwtConfig(secret=SECRET, audience=AUDIENCE, issuer=ISSUER)
 
 
-def guarded_config(audit_path: str | Path, **rate_limits: float) -> GuardConfig:
-    """Everything on, with limits high enough never to refuse the benchmark's load."""
+def guarded_config(
+    audit_path: str | Path, *, audit_queue: int = 10_000, **rate_limits: float
+) -> GuardConfig:
+    """Everything on, with limits high enough never to refuse the benchmark's load.
+
+    ``audit_queue``: the audit queue's size (the default is wsguard's own).
+    """
     limits: dict[str, float] = {
         "message_rate": 1e9,
         "message_burst": 10**9,
@@ -79,7 +84,7 @@ def guarded_config(audit_path: str | Path, **rate_limits: float) -> GuardConfig:
             stuffing_failures=10**9,
             stuffing_subjects=10**9,
         ),
-        audit=AuditConfig(path=str(audit_path)),
+        audit=AuditConfig(path=str(audit_path), queue_size=audit_queue),
     )
 
 

@@ -31,6 +31,7 @@ from benchmarks.common import (
     guarded_config,
     make_token,
 )
+from wsguard.audit.writer import AuditWriter
 from wsguard.core.connection import ConnectionPolicy
 from wsguard.core.decisions import Accept, Deliver, HandshakeRequest, Reply
 from wsguard.core.envelope import _DECODER
@@ -51,8 +52,8 @@ def _request(token: str) -> HandshakeRequest:
     return HandshakeRequest(peer="127.0.0.1", path=PATH, query="", headers=headers)
 
 
-def _runtime(audit_path: Path, **rate_limits: float) -> Runtime:
-    runtime = build_runtime(guarded_config(audit_path, **rate_limits))
+def _runtime(audit_path: Path, audit_queue: int, **rate_limits: float) -> Runtime:
+    runtime = build_runtime(guarded_config(audit_path, audit_queue=audit_queue, **rate_limits))
     guard = runtime.guard
     guard.register("echo", EchoPlain, _noop, roles={"user"})
     guard.register("echo_html", EchoMarkup, _noop, roles={"user"})
@@ -108,23 +109,40 @@ def _outcome(decision: object) -> str:
 
 def run(iterations: int = ITERATIONS) -> dict[str, Any]:
     """Every path and stage; returns ``{"paths": ..., "stages": ...}`` in microseconds."""
+    # Each refusal path queues an audit event per call, faster than the writer
+    # stores them: a queue that holds a whole path, emptied before the next,
+    # so that every call takes the normal path and not the queue-full one.
+    queue = iterations + 2000
     with tempfile.TemporaryDirectory(prefix="wsguard-bench-") as tmp:
-        runtime = _runtime(Path(tmp) / "audit.db")
+        runtime = _runtime(Path(tmp) / "audit.db", queue)
         limited = _runtime(
             Path(tmp) / "audit-limited.db",
+            queue,
             message_rate=1.0,
             message_window=3600.0,
             message_burst=1,
             violations_to_disconnect=10**9,
         )
+        writers = [w for w in (runtime.audit, limited.audit) if w is not None]
         try:
-            return _measure(runtime.guard, limited.guard, iterations)
+            return _measure(runtime.guard, limited.guard, iterations, lambda: _drain(writers))
         finally:
             runtime.close()
             limited.close()
 
 
-def _measure(guard: Guard, limited_guard: Guard, iterations: int) -> dict[str, Any]:
+def _drain(writers: list[AuditWriter], timeout: float = 60.0) -> None:
+    """Wait until the audit writers have stored what is queued."""
+    deadline = time.monotonic() + timeout
+    while any(w.queued for w in writers):
+        if time.monotonic() > deadline:
+            raise RuntimeError("the audit writer did not drain in time")
+        time.sleep(0.02)
+
+
+def _measure(
+    guard: Guard, limited_guard: Guard, iterations: int, drain: Callable[[], None]
+) -> dict[str, Any]:
     policy = _open(guard)
     csrf = policy.session.csrf_token
     limited = _open(limited_guard)
@@ -146,6 +164,7 @@ def _measure(guard: Guard, limited_guard: Guard, iterations: int) -> dict[str, A
     paths: dict[str, dict[str, Any]] = {}
     gc.collect()
     for name, (target, frame, expected) in cases.items():
+        drain()
         outcome = _outcome(target.receive(frame))
         if outcome != expected:
             raise RuntimeError(f"pipeline path {name}: expected {expected}, got {outcome}")

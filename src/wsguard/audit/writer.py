@@ -119,6 +119,11 @@ class AuditWriter:
         self._thread.start()
 
     @property
+    def queued(self) -> int:
+        """Events waiting for the writer thread."""
+        return len(self._pending)
+
+    @property
     def seq(self) -> int:
         """The last written record's seq."""
         return self._chain.seq
