@@ -267,13 +267,23 @@ class Chain:
         prev_hash = self.prev_hash
         # ASCII strings, the usual case, need no check for lone surrogates:
         # tested inline rather than through _text, a Python call per field
-        # (a comprehension over the five fields took 4.6 us a record, these
-        # lines 2.6 us).
-        name = event.event if event.event.isascii() else _text(event.event)
-        request_id, session_id, user, client_ip = [
-            value if value is None or value.isascii() else _text(value)
-            for value in (event.request_id, event.session_id, event.user, event.client_ip)
-        ]
+        # (a comprehension over the fields took 4.6 us a record, these lines
+        # 2.6 us: the repetition stays).
+        name = event.event
+        if not name.isascii():
+            name = _text(name)
+        request_id = event.request_id
+        if request_id is not None and not request_id.isascii():
+            request_id = _text(request_id)
+        session_id = event.session_id
+        if session_id is not None and not session_id.isascii():
+            session_id = _text(session_id)
+        user = event.user
+        if user is not None and not user.isascii():
+            user = _text(user)
+        client_ip = event.client_ip
+        if client_ip is not None and not client_ip.isascii():
+            client_ip = _text(client_ip)
         severity = event.severity
         time = float(event.time)
         if event.details:
