@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import hmac
 import json
@@ -102,4 +101,4 @@ def test_remembered_rewrites_equal_fresh_ones_and_stay_bounded(mode: str) -> Non
 def test_the_rewritten_event_keeps_every_other_field() -> None:
     event = ev(client_ip="203.0.113.77", details={"reason": "x"})
     out = IpPrivacy("truncate", KEY)(event)
-    assert out == dataclasses.replace(event, client_ip="203.0.113.0")
+    assert out == event._replace(client_ip="203.0.113.0")
