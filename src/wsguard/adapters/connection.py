@@ -35,6 +35,7 @@ from websockets.server import ServerProtocol
 from wsguard.adapters.accept import DatedServerProtocol
 from wsguard.adapters.fastpath import SUPPORTED, at_frame_boundary, read_text_frame, text_frame
 from wsguard.adapters.http_api import parse_buffered
+from wsguard.adapters.request import take_parsed_request
 from wsguard.core.connection import ConnectionPolicy
 
 if TYPE_CHECKING:
@@ -181,7 +182,10 @@ class GuardedConnection(ServerConnection):
             # From now on the transport calls the frame reader directly: no
             # sniffing layer left on the per-message path.
             self.data_received = self._receive  # type: ignore[method-assign]
-            _data_received(self, bytes(sniffed))
+            # A request that arrived whole is parsed in one pass; websockets
+            # parses anything else (see wsguard.adapters.request).
+            rest = take_parsed_request(self.protocol, sniffed)
+            _data_received(self, bytes(sniffed) if rest is None else rest)
             return
         self._plain_http = True
         self._answer_plain_http()
