@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from wsguard.core.anomaly import AnomalyEvent, AnomalyScorer
+from wsguard.core.anomaly import AnomalyEvent, AnomalyScorer, Level
 from wsguard.core.decisions import Close, Deliver, Message, MessageDecision, Reply
 from wsguard.core.envelope import EnvelopeError
 from wsguard.core.errors import CLOSE_REASONS, CloseCode, ErrorCode
@@ -131,7 +131,8 @@ class ConnectionPolicy:
             now,
             guard.type_limits,
         )
-        self.scorer = AnomalyScorer(config.anomaly)
+        # Made at the first scored event: most connections never score.
+        self.scorer: AnomalyScorer | None = None
         self._csrf_grace = config.sessions.csrf_grace
         self._previous_csrf: str | None = None
         self._previous_csrf_until = 0.0
@@ -172,7 +173,8 @@ class ConnectionPolicy:
         message_type = self._types.get(envelope.type)
         if message_type is None:
             return self._error(ErrorCode.UNKNOWN_TYPE, "unknown type", envelope.id, now)
-        if not message_type.csrf_exempt and self.scorer.level(now) != "ok":
+        scorer = self.scorer
+        if not message_type.csrf_exempt and scorer is not None and scorer.level(now) != "ok":
             if not self._restricted:  # once per connection: the first restriction
                 self._restricted = True
                 self._guard.audit("anomaly_restricted", "warning", session=self.session)
@@ -299,14 +301,21 @@ class ConnectionPolicy:
         self._guard.audit(
             "signature_match", "warning", session=self.session, category=category, path=path
         )
-        self.scorer.record(AnomalyEvent.SIGNATURE_MATCH, now)
-        if self.scorer.level(now) == "disconnect":
+        if self._score(AnomalyEvent.SIGNATURE_MATCH, now) == "disconnect":
             return self._abuse("anomaly score")
         if self._refuse_signatures:
             request_id = new_request_id()
             frame = error_frame(ErrorCode.INVALID_PAYLOAD, request_id, message_id, path=path)
             return Reply(frame, request_id, f"attack signature {category} at {path}", "signature")
         return None
+
+    def _score(self, event: AnomalyEvent, now: float) -> Level:
+        """Add ``event`` to this connection's anomaly score; returns the new level."""
+        scorer = self.scorer
+        if scorer is None:
+            scorer = self.scorer = AnomalyScorer(self._guard.config.anomaly)
+        scorer.record(event, now)
+        return scorer.level(now)
 
     # Decisions.
 
@@ -338,8 +347,7 @@ class ConnectionPolicy:
     ) -> MessageDecision:
         event = _SCORED.get(code)
         if event is not None:
-            self.scorer.record(event, now)
-            if self.scorer.level(now) == "disconnect":
+            if self._score(event, now) == "disconnect":
                 return self._abuse("anomaly score")
             if not self.exempt:
                 # The IP's score sums its connections, so that spreading probes

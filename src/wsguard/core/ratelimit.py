@@ -29,6 +29,7 @@ import math
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 
 from wsguard.exceptions import ConfigurationError
 
@@ -345,6 +346,10 @@ class Backoff:
         return sum(1 for t in self._times if t > cutoff)
 
 
+# Most connections have no per-type budgets: one empty mapping for all of them.
+_NO_TYPE_BUCKETS: Mapping[str, TokenBucket] = MappingProxyType({})
+
+
 class MessageLimiter:
     """Every message budget of one connection.
 
@@ -383,11 +388,14 @@ class MessageLimiter:
         # connections never send a ping of their own or break a limit, and
         # every object made at the handshake costs its time and memory.
         self._ping: TokenBucket | None = None
-        self._types: dict[str, TokenBucket] = {}
-        for name, (rate, window, burst) in (type_limits or {}).items():
-            if not (math.isfinite(window) and window > 0):
-                raise ValueError(f"type {name!r}: window must be a positive finite number")
-            self._types[name] = TokenBucket(rate / window, burst, now)
+        self._types: Mapping[str, TokenBucket] = _NO_TYPE_BUCKETS  # shared: never written
+        if type_limits:
+            types: dict[str, TokenBucket] = {}
+            for name, (rate, window, burst) in type_limits.items():
+                if not (math.isfinite(window) and window > 0):
+                    raise ValueError(f"type {name!r}: window must be a positive finite number")
+                types[name] = TokenBucket(rate / window, burst, now)
+            self._types = types
         self._backoff: Backoff | None = None
         self._disconnect = False
 
