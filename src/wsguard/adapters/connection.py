@@ -62,6 +62,7 @@ _enter_task = asyncio.tasks._enter_task  # noqa: SLF001
 _leave_task = asyncio.tasks._leave_task  # noqa: SLF001
 _data_received = ServerConnection.data_received
 _TEXT, _BINARY, _CONT, _PING = Opcode.TEXT, Opcode.BINARY, Opcode.CONT, Opcode.PING
+_TEXT_START = b"\x81"  # FIN and text: the only frame the fast path reads
 
 # Judges one message; returns what must still be awaited, if anything.
 OnMessage = Callable[[str | bytes], Awaitable[None] | None]
@@ -195,6 +196,7 @@ class GuardedConnection(ServerConnection):
         protocol = self.protocol
         if (
             SUPPORTED
+            and data[:1] == _TEXT_START  # a close or ping skips the checks below
             and protocol.state is OPEN
             and not self._discarding
             and not protocol.extensions

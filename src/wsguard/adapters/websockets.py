@@ -167,7 +167,7 @@ class GuardedServer:
             return self._answer_route(
                 connection, HttpRequest("GET", path, query, headers, b"", peer, tls)
             )
-        handshake = HandshakeRequest(peer=peer, path=path, query=query, headers=headers, tls=tls)
+        handshake = HandshakeRequest(peer, path, query, headers, tls)
         if self.reputation is not None:
             return self._decide_with_reputation(connection, handshake, started)
         return self._decide(connection, handshake, started, reputation_bad=False)
