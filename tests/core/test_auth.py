@@ -644,3 +644,45 @@ def test_verified_cache_honours_expiry_and_never_caches_failures() -> None:
     clock.advance(61)
     with pytest.raises(AuthenticationFailed, match="expired"):
         verifier.verify(token)
+
+
+def test_a_cached_token_is_still_refused_before_its_nbf() -> None:
+    """A token with nbf is cached with it: a reconnect before nbf is refused, after it served."""
+    clock = FakeClock(NOW)
+    config = JwtConfig(secret="c" * 40)
+    verifier = TokenVerifier(config, clock)
+    token = issue_token(config, "bob", ["user"], 600, NOW, extra_claims={"nbf": int(NOW) + 1})
+    clock.advance(1.0)
+    assert verifier.verify(token).subject == "bob"  # verified, and now cached
+    clock.advance(-200.0)  # the clock stepped back: before nbf again, beyond the leeway
+    with pytest.raises(AuthenticationFailed, match="not yet valid"):
+        verifier.verify(token)
+    clock.advance(200.0)
+    assert verifier.verify(token).subject == "bob"
+
+
+def test_cached_tokens_share_their_role_sets_within_a_bound() -> None:
+    """A full cache holds one object per token for the garbage collector, not three."""
+    import gc
+
+    from wsguard.core import auth
+
+    clock = FakeClock(NOW)
+    config = JwtConfig(secret="c" * 40)
+    verifier = TokenVerifier(config, clock)
+    tokens = [issue_token(config, f"u{i}", ["user", "chat"], 600, NOW) for i in range(2000)]
+    gc.collect()
+    before = len(gc.get_objects())
+    claims = [verifier.verify(t) for t in tokens]
+    del claims
+    gc.collect()
+    assert len(gc.get_objects()) - before < 2000 + 50  # one Claims per cached token
+    assert len({id(verifier.verify(t).roles) for t in tokens}) == 1
+    assert verifier.verify(tokens[0]).roles == frozenset({"user", "chat"})
+    # Distinct role lists beyond the bound still verify, each with its own set.
+    many = [
+        issue_token(config, "v", [f"r{i}"], 600, NOW) for i in range(auth.MAX_SHARED_ROLE_SETS + 5)
+    ]
+    assert [verifier.verify(t).roles for t in many] == [
+        frozenset({f"r{i}"}) for i in range(auth.MAX_SHARED_ROLE_SETS + 5)
+    ]
