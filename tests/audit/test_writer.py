@@ -158,3 +158,22 @@ def test_emit_after_close_is_dropped(tmp_path: Path) -> None:
     writer = write_log(tmp_path / "a.db", [ev()])
     writer.emit(ev())
     assert writer.dropped == 1
+
+
+def test_a_new_sqlite_log_has_16_kib_pages_and_an_old_one_keeps_its_own(tmp_path: Path) -> None:
+    """The page size only applies to a new file; an existing log is extended as it is."""
+    import sqlite3
+
+    from wsguard.audit.sinks import SQLITE_PAGE_SIZE, SqliteSink
+
+    old = tmp_path / "old.db"
+    db = sqlite3.connect(old)
+    db.execute("PRAGMA page_size=4096")
+    db.execute("CREATE TABLE earlier(x)")  # the file exists, with 4 KiB pages
+    db.commit()
+    db.close()
+    for path, expected in ((tmp_path / "new.db", SQLITE_PAGE_SIZE), (old, 4096)):
+        sink = SqliteSink(str(path))
+        sink.open(b"k" * 32)
+        assert sink.db.execute("PRAGMA page_size").fetchone()[0] == expected
+        sink.close()
