@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import io
 import json
 import logging
@@ -111,6 +112,32 @@ def test_full_queue_drops_counts_and_never_blocks(
     assert writer.close()
     assert writer.written == 6
     assert verify_file(config.path, KEY).count == 7
+
+
+def test_queued_events_are_left_to_reference_counting_and_stored_whole(tmp_path: Path) -> None:
+    """Waiting events are tuples the collector stops tracking; they come out unchanged."""
+    config = AuditConfig(path=str(tmp_path / "a.db"))
+    sink = BlockedSink(config.path)
+    writer = AuditWriter(config, KEY, FakeClock(T0), sink)
+    writer.emit(ev())
+    assert sink.entered.wait(5)  # the thread is stuck in write: the next events wait
+    events = [
+        ev("auth_succeeded", "info", session_id="s1", user="alice", client_ip="10.0.0.1"),
+        ev(details={"status": 401, "reason": "bad token", "after": 1.5, "ok": False, "x": None}),
+        AuditEvent("token_refreshed", "info", T0 + 1),  # the default, read-only details
+    ]
+    for event in events:
+        writer.emit(event)
+    gc.collect(0)  # a young collection: what it leaves tracked would be promoted
+    assert writer.queued == 3
+    assert not [item for item in writer._pending if gc.is_tracked(item)]
+    sink.release.set()
+    assert writer.close()
+    rows = sql(Path(config.path), "SELECT record FROM entries ORDER BY seq")
+    stored = [json.loads(text) for (text,) in rows][1:4]
+    fields = ("event", "severity", "time", "request_id", "session_id", "user", "client_ip")
+    assert [tuple(r[f] for f in fields) for r in stored] == [e[:7] for e in events]
+    assert [r["details"] for r in stored] == [dict(e.details) for e in events]
 
 
 def test_time_based_checkpoint(tmp_path: Path) -> None:
