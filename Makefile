@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 .PHONY: run test lint typecheck unit bench clean
 
 $(STAMP): pyproject.toml setup.py src/wsguard/core/_envelope_scan.c src/wsguard/core/_signature_scan.c \
-		src/wsguard/core/_simple_html.c src/wsguard/core/_text_scan.h
+		src/wsguard/core/_simple_html.c src/wsguard/core/_text_scan.h src/wsguard/audit/_record_text.c
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: install Python 3.11 or run make PYTHON=python3"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip

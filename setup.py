@@ -1,7 +1,8 @@
 """Builds the optional C speed-ups; everything else is in pyproject.toml.
 
-Three extensions: the envelope's fast-path checks, the attack-signature
-prefilter and the simple-markup path of HTML cleaning. ``optional=True``: without a C compiler the install still succeeds,
+Four extensions: the envelope's fast-path checks, the attack-signature
+prefilter, the simple-markup path of HTML cleaning and the text of a common
+audit record. ``optional=True``: without a C compiler the install still succeeds,
 and wsguard uses the pure-Python paths that the extensions stand in for.
 """
 
@@ -26,6 +27,11 @@ setup(
             "wsguard.core._simple_html",
             ["src/wsguard/core/_simple_html.c"],
             depends=["src/wsguard/core/_text_scan.h"],
+            optional=True,
+        ),
+        Extension(
+            "wsguard.audit._record_text",
+            ["src/wsguard/audit/_record_text.c"],
             optional=True,
         ),
     ]

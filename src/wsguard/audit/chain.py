@@ -32,6 +32,12 @@ from typing import Any, overload
 from wsguard.audit.events import AuditEvent, DetailValue
 from wsguard.exceptions import WSGuardError
 
+_c_halves: Any
+try:  # the optional C extension (setup.py); py_halves is the reference
+    from wsguard.audit._record_text import halves as _c_halves
+except ImportError:  # not built: every record takes the Python path
+    _c_halves = None
+
 __all__ = [
     "CHECKPOINT",
     "FIELDS",
@@ -46,6 +52,7 @@ __all__ = [
     "record_hash",
     "record_ok",
     "record_text",
+    "py_halves",
     "SignedRecord",
 ]
 
@@ -227,6 +234,61 @@ def _detail(value: object) -> DetailValue:
     return _text(str(value))
 
 
+def py_halves(event: AuditEvent, prev_hash: str, seq: int) -> tuple[str, str, tuple[Any, ...]]:
+    """The two halves of the record text around ``hash``, in Python.
+
+    Returns:
+        ``(head, tail, fields)``: ``fields`` are the event's eight fields as
+        they are signed (lone surrogates replaced, the time a float, the
+        details a plain dict of JSON values).
+    """
+    # ASCII strings, the usual case, need no check for lone surrogates:
+    # tested inline rather than through _text, a Python call per field
+    # (a comprehension over the fields took 4.6 us a record, these lines
+    # 2.6 us: the repetition stays).
+    name = event.event
+    if not name.isascii():
+        name = _text(name)
+    request_id = event.request_id
+    if request_id is not None and not request_id.isascii():
+        request_id = _text(request_id)
+    session_id = event.session_id
+    if session_id is not None and not session_id.isascii():
+        session_id = _text(session_id)
+    user = event.user
+    if user is not None and not user.isascii():
+        user = _text(user)
+    client_ip = event.client_ip
+    if client_ip is not None and not client_ip.isascii():
+        client_ip = _text(client_ip)
+    severity = event.severity
+    time = float(event.time)
+    details: dict[str, DetailValue]
+    if event.details:
+        details = {_text(str(k)): _detail(v) for k, v in event.details.items()}
+        details_text = ",".join(_encode_str(k) + ":" + _json(details[k]) for k in sorted(details))
+    else:
+        details, details_text = {}, ""
+    # The same text as canonical(record) without and with "hash", written
+    # out: the keys' order is fixed, and json.dumps would rebuild an encoder
+    # per call.
+    head_text = (
+        f'{{"client_ip":{"null" if client_ip is None else _encode_str(client_ip)}'
+        f',"details":{{{details_text}}},"event":{_encode_str(name)}'
+    )
+    tail_text = (
+        f'"prev_hash":{_encode_str(prev_hash)}'
+        f',"request_id":{"null" if request_id is None else _encode_str(request_id)}'
+        f',"seq":{int.__repr__(seq)}'
+        f',"session_id":{"null" if session_id is None else _encode_str(session_id)}'
+        f',"severity":{_encode_str(severity) if type(severity) is str else _json(severity)}'
+        f',"time":{float.__repr__(time) if time - time == 0.0 else _json(time)}'
+        f',"user":{"null" if user is None else _encode_str(user)}}}'
+    )
+    fields = (name, severity, time, request_id, session_id, user, client_ip, details)
+    return head_text, tail_text, fields
+
+
 class Chain:
     """The chain's position, and the signing of new records.
 
@@ -260,55 +322,22 @@ class Chain:
         The record is serialised once: canonical JSON sorts the keys, and
         ``hash`` sorts between ``event`` and ``prev_hash``, so the signed text
         is the two halves around it, and the stored text is the same halves
-        with ``hash`` between them (``SignedRecord.text``). A property test
-        holds the text equal to :func:`canonical` and the hash to :mod:`hmac`.
+        with ``hash`` between them (``SignedRecord.text``). The halves come
+        from the C extension for the common event (every string ASCII, a
+        finite float time, no details) and from :func:`py_halves` otherwise.
+        A property test holds the text equal to :func:`canonical` and the hash
+        to :mod:`hmac`.
         """
         seq = self.seq + 1
         prev_hash = self.prev_hash
-        # ASCII strings, the usual case, need no check for lone surrogates:
-        # tested inline rather than through _text, a Python call per field
-        # (a comprehension over the fields took 4.6 us a record, these lines
-        # 2.6 us: the repetition stays).
-        name = event.event
-        if not name.isascii():
-            name = _text(name)
-        request_id = event.request_id
-        if request_id is not None and not request_id.isascii():
-            request_id = _text(request_id)
-        session_id = event.session_id
-        if session_id is not None and not session_id.isascii():
-            session_id = _text(session_id)
-        user = event.user
-        if user is not None and not user.isascii():
-            user = _text(user)
-        client_ip = event.client_ip
-        if client_ip is not None and not client_ip.isascii():
-            client_ip = _text(client_ip)
-        severity = event.severity
-        time = float(event.time)
-        if event.details:
-            details = {_text(str(k)): _detail(v) for k, v in event.details.items()}
-            details_text = ",".join(
-                _encode_str(k) + ":" + _json(details[k]) for k in sorted(details)
-            )
+        found = _c_halves(event, prev_hash, seq) if _c_halves is not None else None
+        if found is not None:  # signed as they are: nothing to replace or convert
+            head_text, tail_text = found
+            name, severity, time, request_id, session_id, user, client_ip, _ = event
+            details: dict[str, DetailValue] = {}
         else:
-            details, details_text = {}, ""
-        # The same text as canonical(record) without and with "hash", written
-        # out: the keys' order is fixed, and json.dumps would rebuild an
-        # encoder per call.
-        head_text = (
-            f'{{"client_ip":{"null" if client_ip is None else _encode_str(client_ip)}'
-            f',"details":{{{details_text}}},"event":{_encode_str(name)}'
-        )
-        tail_text = (
-            f'"prev_hash":{_encode_str(prev_hash)}'
-            f',"request_id":{"null" if request_id is None else _encode_str(request_id)}'
-            f',"seq":{int.__repr__(seq)}'
-            f',"session_id":{"null" if session_id is None else _encode_str(session_id)}'
-            f',"severity":{_encode_str(severity) if type(severity) is str else _json(severity)}'
-            f',"time":{float.__repr__(time) if time - time == 0.0 else _json(time)}'
-            f',"user":{"null" if user is None else _encode_str(user)}}}'
-        )
+            head_text, tail_text, fields = py_halves(event, prev_hash, seq)
+            name, severity, time, request_id, session_id, user, client_ip, details = fields
         inner = self._inner.copy()
         inner.update(f"{head_text},{tail_text}".encode())
         outer = self._outer.copy()
