@@ -49,10 +49,10 @@ __all__ = [
     "Record",
     "anchor_mac",
     "canonical",
+    "py_halves",
     "record_hash",
     "record_ok",
     "record_text",
-    "py_halves",
     "SignedRecord",
 ]
 

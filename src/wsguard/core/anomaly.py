@@ -190,30 +190,24 @@ class AnomalyScorer:
         config: the anomaly settings.
     """
 
-    __slots__ = ("_disconnect", "_half_life", "_restrict", "_score", "_weights")
+    __slots__ = ("_disconnect", "_restrict", "_score", "_weights")
 
     def __init__(self, config: AnomalyConfig) -> None:
         self._weights = config.weights
         self._restrict = config.restrict_threshold
         self._disconnect = config.disconnect_threshold
-        self._half_life = config.half_life
-        # Made at the first event: most connections never score.
-        self._score: DecayingScore | None = None
+        self._score = DecayingScore(config.half_life)
 
     def record(self, event: AnomalyEvent, now: float) -> float:
         """Add the weight of ``event``; returns the new score."""
-        if self._score is None:
-            self._score = DecayingScore(self._half_life)
         return self._score.add(self._weights[event], now)
 
     def value(self, now: float) -> float:
         """The score at ``now``."""
-        return 0.0 if self._score is None else self._score.value(now)
+        return self._score.value(now)
 
     def level(self, now: float) -> Level:
         """``"disconnect"``, ``"restrict"`` or ``"ok"``, by the score at ``now``."""
-        if self._score is None:
-            return "ok"
         score = self._score.value(now)
         if score >= self._disconnect:
             return "disconnect"
