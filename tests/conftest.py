@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
+from wsguard.adapters.freeze import freeze_startup_objects
 from wsguard.adapters.websockets import serve
 from wsguard.config import GuardConfig, JwtConfig
 from wsguard.core.auth import issue_token
@@ -110,6 +111,16 @@ async def assert_served(server: LiveServer) -> None:
             "id": "ok-1",
             "payload": {"room": "general", "text": "still here", "from": "legit"},
         }
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _freeze_startup_state() -> None:
+    """Freeze now, as a server process does when its first server starts.
+
+    Otherwise whichever test served first would have its own objects frozen
+    (see ``wsguard.adapters.freeze``), and the suite would depend on the order.
+    """
+    freeze_startup_objects()
 
 
 @pytest.fixture(autouse=True)

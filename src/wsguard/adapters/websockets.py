@@ -35,6 +35,7 @@ from websockets.typing import Subprotocol
 
 from wsguard.adapters.connection import GuardedConnection, peer_ip
 from wsguard.adapters.fastpath import Resumed, write_text
+from wsguard.adapters.freeze import freeze_startup_objects
 from wsguard.adapters.http_api import HttpApiServer, HttpRequest, HttpResponse, render_response
 from wsguard.adapters.routes import Routes
 from wsguard.core.connection import ConnectionPolicy, new_request_id
@@ -568,8 +569,11 @@ class GuardedService:
         port: int | None,
         http_port: int | None,
         kwargs: dict[str, Any],
+        *,
+        freeze_startup: bool = True,
     ) -> None:
         self.guarded = guarded
+        self._freeze_startup = freeze_startup
         self.guard = guarded.guard
         self._host = host
         self._port = port
@@ -605,6 +609,8 @@ class GuardedService:
             self.http_server = await api.start(host, self._http_port, ssl=ssl)
         self.guarded.routes.private_port = self.http_server is not None
         self._ticker = asyncio.get_running_loop().create_task(self._tick_forever())
+        if self._freeze_startup:
+            freeze_startup_objects()
         return self
 
     async def __aexit__(
@@ -655,6 +661,7 @@ def serve(
     *,
     http_port: int | None = None,
     reputation: Reputation | None = None,
+    freeze_startup: bool = True,
     **kwargs: Any,
 ) -> GuardedService:
     """Serve ``guard`` with ``websockets``, its timers and (with ``http_port``) the HTTP API.
@@ -665,11 +672,21 @@ def serve(
         port: port; ``server.port`` from the config by default (0: a free one).
         http_port: port of the HTTP API; ``server.http_port`` by default; None: off.
         reputation: the block list and reputation provider, if any.
+        freeze_startup: when the first server of the process starts, move the
+            objects alive then out of the garbage collector's full passes (see
+            :mod:`wsguard.adapters.freeze`).
         kwargs: passed to :func:`websockets.asyncio.server.serve` (``ssl=``...).
     """
     if http_port is None:
         http_port = guard.config.server.http_port
-    return GuardedService(GuardedServer(guard, reputation), host, port, http_port, kwargs)
+    return GuardedService(
+        GuardedServer(guard, reputation),
+        host,
+        port,
+        http_port,
+        kwargs,
+        freeze_startup=freeze_startup,
+    )
 
 
 __all__ = ["Context", "GuardedServer", "GuardedService", "serve"]
