@@ -78,15 +78,23 @@ async def test_an_upgrade_refused_by_websockets_releases_its_session(
 async def test_a_closed_connection_is_freed_without_the_garbage_collector(
     live_server: LiveServer,
 ) -> None:
-    """No reference cycle keeps a server connection alive once closed: a cycle per
-    connection costs a collection pass per handshake (30 us each, measured)."""
+    """No reference cycle keeps a server connection, or its transport and socket,
+    alive once closed: a cycle per connection costs a collection pass per
+    handshake (30 us each, measured)."""
     import gc
+    import weakref
 
     from wsguard.adapters.connection import GuardedConnection
+
+    server_side: list[weakref.ref[object]] = []  # the server's transports and sockets
 
     async def one(text: str) -> None:
         async with live_server.connect(make_token()) as ws:
             info = await welcome(ws)
+            (user,) = live_server.guard.sessions.by_user("alice")
+            transport = user[1].connection.transport  # type: ignore[attr-defined]
+            sock = transport.get_extra_info("socket")._sock
+            server_side.extend((weakref.ref(transport), weakref.ref(sock)))
             await ws.send(
                 json.dumps(
                     {"type": "chat", "payload": {"text": text}, "csrfToken": info["csrfToken"]}
@@ -102,6 +110,7 @@ async def test_a_closed_connection_is_freed_without_the_garbage_collector(
         for i in range(5):
             await one(f"n{i}")
         await asyncio.sleep(0.2)  # the server side finishes closing
+        left_below = [type(ref()).__name__ for ref in server_side if ref() is not None]
         gc.collect()
         left = [o for o in gc.garbage if isinstance(o, GuardedConnection)]
     finally:
@@ -109,6 +118,8 @@ async def test_a_closed_connection_is_freed_without_the_garbage_collector(
         gc.garbage.clear()
         gc.enable()
     assert not left, f"{len(left)} connections freed only by the garbage collector"
+    assert len(server_side) == 12
+    assert not left_below, f"freed only by the garbage collector: {left_below}"
     await assert_served(live_server)
 
 

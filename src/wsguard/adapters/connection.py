@@ -246,6 +246,12 @@ class GuardedConnection(ServerConnection):
         # connection: a reference cycle that only the garbage collector would
         # free (measured: 30 us of collection per handshake under load).
         protocol.pop("select_subprotocol", None)
+        # asyncio's socket transport keeps a bound method of itself for reading
+        # (``_read_ready_cb``): a cycle that left the transport, its socket and
+        # its extra info to the collector. Closed, it reads no more.
+        transport = self.transport
+        if getattr(transport, "_read_ready_cb", None) is not None and transport.is_closing():
+            transport._read_ready_cb = None  # type: ignore[attr-defined]  # noqa: SLF001
         if self._live is not None and self.guarded is not None:
             # Accepted, but the upgrade did not complete: the handler never ran.
             self.guarded.guard.close_session(self._live.policy)
